@@ -1,0 +1,26 @@
+# Two entry points for a fresh machine: `make demo` runs the main job, `make test` the tests.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_PIN ?= torch==2.13.0
+
+.PHONY: setup demo test lint
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	# The CPU wheel first, so the package's looser torch requirement is already met.
+	$(VENV)/bin/pip install --quiet $(TORCH_PIN)
+	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo: setup
+	$(VENV)/bin/llmjobs run llmjobs/samples/comments.jsonl --kind moderate
+
+test: setup
+	$(VENV)/bin/python -m pytest
+
+lint: setup
+	$(VENV)/bin/ruff check llmjobs tests benchmarks
+	$(VENV)/bin/mypy

@@ -1,0 +1,69 @@
+"""The store on SQLite and PostgreSQL: schema, sessions and the audit chain."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError
+
+from llmjobs.models import Batch, Job, JobStatus, Result, Store
+from llmjobs.models.audit import NewEvent, append_events, verify_chain
+from llmjobs.models.queries import get_batch, job_counts
+
+
+def _batch_with_jobs(store: Store, count: int) -> str:
+    with store.write() as session:
+        session.add(Batch(id="b-0001", kind="moderate", params={}, total=count))
+        session.flush()
+        session.add_all(
+            Job(batch_id="b-0001", item_id=str(i), seq=i, input_text=f"文本 {i}",
+                input_sha256="0" * 64)
+            for i in range(count)
+        )
+    return "b-0001"
+
+
+def test_job_counts_every_status(database_url: str) -> None:
+    store = Store(database_url)
+    batch_id = _batch_with_jobs(store, 3)
+    with store.read() as session:
+        counts = job_counts(session, batch_id)
+    assert counts["queued"] == 3
+    assert counts["succeeded"] == 0
+    assert set(counts) == {status.value for status in JobStatus}
+
+
+def test_result_unique_per_job(database_url: str) -> None:
+    store = Store(database_url)
+    batch_id = _batch_with_jobs(store, 1)
+    with store.read() as session:
+        job_id = session.query(Job.id).scalar()
+    with store.write() as session:
+        session.add(Result(job_id=job_id, batch_id=batch_id, output={"a": 1}))
+    with pytest.raises(IntegrityError), store.write() as session:
+        session.add(Result(job_id=job_id, batch_id=batch_id, output={"a": 2}))
+
+
+def test_batch_prefix_lookup(database_url: str) -> None:
+    store = Store(database_url)
+    _batch_with_jobs(store, 0)
+    with store.read() as session:
+        assert get_batch(session, "b-00").id == "b-0001"
+
+
+def test_audit_chain_detects_edit(database_url: str) -> None:
+    store = Store(database_url)
+    with store.write() as session:
+        append_events(session, [NewEvent("alice", "batch.submitted", details={"文件": "评论.csv"})])
+    with store.write() as session:
+        append_events(session, [NewEvent("bob", "batch.cancelled")])
+    with store.read() as session:
+        assert verify_chain(session).ok
+    from llmjobs.models import AuditEvent
+
+    with store.write() as session:
+        session.execute(update(AuditEvent).where(AuditEvent.actor == "alice").values(actor="eve"))
+    with store.read() as session:
+        report = verify_chain(session)
+    assert not report.ok
+    assert report.reason == "content does not match its hash"
