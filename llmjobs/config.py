@@ -39,6 +39,8 @@ class Settings:
     config_file: Path | None = None
     # Kind name to a Hugging Face id or a local directory; a missing kind uses tiny checkpoints.
     checkpoints: Mapping[str, str] = field(default_factory=dict)
+    # Extra write templates (TOML); the built-in ones are always available.
+    templates_file: Path | None = None
     chunk_size: int = 64
     max_text_chars: int = 32_000
     max_items_per_file: int = 10_000_000
@@ -237,6 +239,9 @@ def _read_environment(env: Mapping[str, str]) -> dict[str, Any]:
     for name, kind in numeric.items():
         raw = env.get(f"LLMJOBS_{name.upper()}")
         if raw is None or name in ("home", "database_url", "broker_url", "checkpoints", "config_file"):
+            continue
+        if name == "templates_file":
+            values[name] = Path(raw).expanduser()
             continue
         values[name] = _parse_scalar(name, raw, str(kind))
     return values

@@ -1,0 +1,71 @@
+"""Batch status transitions, decided by counting job rows in the store."""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from llmjobs.models.audit import NewEvent, append_events
+from llmjobs.models.base import BatchStatus, JobStatus, utcnow
+from llmjobs.models.queries import job_counts
+from llmjobs.models.tables import Batch, Job
+
+log = logging.getLogger(__name__)
+
+_OPEN = (BatchStatus.QUEUED, BatchStatus.RUNNING)
+
+
+def mark_batch_running(session: Session, batch_id: str) -> None:
+    """Move a queued batch to running; a no-op for any other status."""
+    session.execute(
+        update(Batch)
+        .where(Batch.id == batch_id, Batch.status == BatchStatus.QUEUED)
+        .values(status=BatchStatus.RUNNING, started_at=utcnow())
+    )
+
+
+def terminal_status(counts: dict[str, int]) -> BatchStatus:
+    """The batch status that final job counts imply."""
+    done = counts["succeeded"] + counts["skipped"]
+    if counts["failed"] == 0 and counts["cancelled"] == 0:
+        return BatchStatus.COMPLETED
+    if counts["cancelled"] and counts["failed"] == 0 and done == 0:
+        return BatchStatus.CANCELLED
+    if done == 0 and counts["failed"]:
+        return BatchStatus.FAILED
+    if counts["cancelled"] and counts["failed"] == 0:
+        return BatchStatus.CANCELLED
+    return BatchStatus.COMPLETED_WITH_ERRORS
+
+
+def finalise_batch(session: Session, batch_id: str, actor: str) -> BatchStatus | None:
+    """Give the batch its terminal status if no job is queued or running; return it, else None.
+
+    The conditional UPDATE (status still open) makes the transition happen exactly once
+    even when several workers finish the batch's last jobs at the same time.
+    """
+    open_jobs = session.scalar(
+        select(func.count())
+        .select_from(Job)
+        .where(Job.batch_id == batch_id, Job.status.in_((JobStatus.QUEUED, JobStatus.RUNNING)))
+    )
+    if open_jobs:
+        return None
+    counts = job_counts(session, batch_id)
+    status = terminal_status(counts)
+    changed = session.execute(
+        update(Batch)
+        .where(Batch.id == batch_id, Batch.status.in_(_OPEN))
+        .values(status=status, counts=counts, finished_at=utcnow())
+    ).rowcount
+    if not changed:
+        return None
+    append_events(
+        session,
+        [NewEvent(actor, "batch.finished", batch_id=batch_id,
+                  details={"status": status.value, "counts": counts})],
+    )
+    log.info("Batch %s finished as %s: %s.", batch_id, status.value, counts)
+    return status
