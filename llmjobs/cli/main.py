@@ -79,3 +79,7 @@ def main() -> None:
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
         sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

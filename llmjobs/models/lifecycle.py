@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from llmjobs.models.audit import NewEvent, append_events
@@ -46,12 +46,12 @@ def finalise_batch(session: Session, batch_id: str, actor: str) -> BatchStatus |
     The conditional UPDATE (status still open) makes the transition happen exactly once
     even when several workers finish the batch's last jobs at the same time.
     """
-    open_jobs = session.scalar(
-        select(func.count())
-        .select_from(Job)
+    open_job = session.scalar(
+        select(Job.id)
         .where(Job.batch_id == batch_id, Job.status.in_((JobStatus.QUEUED, JobStatus.RUNNING)))
+        .limit(1)
     )
-    if open_jobs:
+    if open_job is not None:
         return None
     counts = job_counts(session, batch_id)
     status = terminal_status(counts)

@@ -159,3 +159,37 @@ def iter_results(
         if len(rows) < page_size:
             return
         after = rows[-1].seq
+
+
+def batch_categories(session: Session, batch_id: str) -> list[str]:
+    """Return the moderation categories that have scores in the batch, sorted by name."""
+    return list(session.scalars(
+        select(CategoryScore.category)
+        .where(CategoryScore.batch_id == batch_id)
+        .distinct()
+        .order_by(CategoryScore.category)
+    ).all())
+
+
+def category_scores(session: Session, job_ids: Sequence[int]) -> dict[int, dict[str, float]]:
+    """Return each job's moderation scores by category; jobs with none are left out."""
+    scores: dict[int, dict[str, float]] = {}
+    if not job_ids:
+        return scores
+    rows = session.execute(
+        select(CategoryScore.job_id, CategoryScore.category, CategoryScore.score)
+        .where(CategoryScore.job_id.in_(list(job_ids)))
+    ).all()
+    for job_id, category, score in rows:
+        scores.setdefault(job_id, {})[category] = score
+    return scores
+
+
+def decision_counts(session: Session, batch_id: str) -> dict[str, int]:
+    """Count a batch's results per moderation decision; empty for other kinds."""
+    rows = session.execute(
+        select(Result.decision, func.count())
+        .where(Result.batch_id == batch_id, Result.decision.is_not(None))
+        .group_by(Result.decision)
+    ).all()
+    return {str(decision): count for decision, count in rows}

@@ -169,6 +169,7 @@ def upgrade() -> None:
             "ix_jobs_batch_status_seq", ["batch_id", "status", "seq"], unique=False
         )
         batch_op.create_index("ix_jobs_status_lease", ["status", "lease_expires_at"], unique=False)
+        batch_op.create_index("ix_jobs_not_before", ["not_before"], unique=False)
 
     op.create_table(
         "rejected_rows",
@@ -268,6 +269,7 @@ def downgrade() -> None:
 
     op.drop_table("rejected_rows")
     with op.batch_alter_table("jobs", schema=None) as batch_op:
+        batch_op.drop_index("ix_jobs_not_before")
         batch_op.drop_index("ix_jobs_status_lease")
         batch_op.drop_index("ix_jobs_batch_status_seq")
         batch_op.drop_index("ix_jobs_batch_seq")

@@ -1,0 +1,278 @@
+"""Store operations of a worker: claim a chunk's jobs, start micro-batches, write outcomes.
+
+Every function here runs inside the caller's write transaction. A claim token (worker id
+plus a per-chunk suffix) marks the jobs one consumer holds; an update that does not match
+the token changes nothing, which is what makes a duplicate delivery a no-op.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import bindparam, insert, or_, select, update
+from sqlalchemy.orm import Session
+
+from llmjobs.models.audit import NewEvent, append_events
+from llmjobs.models.base import JobStatus, utcnow
+from llmjobs.models.tables import Batch, CategoryScore, Job, Result
+
+_jobs = Job.__table__
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    job_id: int
+    text: str
+    params: dict[str, Any]
+    # Attempts already made before this claim; above zero means a previous run was lost.
+    previous_attempts: int
+
+
+@dataclass
+class Claim:
+    batch_id: str
+    kind: str
+    batch_params: dict[str, Any]
+    jobs: list[ClaimedJob]
+    already_finished: int
+    held_elsewhere: int
+    poisoned: list[int]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a micro-batch produced for one job, ready to be stored."""
+
+    job_id: int
+    status: JobStatus
+    output: dict[str, Any] | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    latency_ms: float | None = None
+    decision: str | None = None
+    scores: dict[str, float] | None = None
+
+
+def claim_chunk(
+    session: Session,
+    batch_id: str,
+    job_ids: Sequence[int],
+    token: str,
+    lease_s: int,
+    max_attempts: int,
+) -> Claim | None:
+    """Lease the chunk's claimable jobs to this token; return None if the batch is gone."""
+    batch = session.get(Batch, batch_id)
+    if batch is None:
+        return None
+    now = utcnow()
+    ids = list(job_ids)
+    expired_lease = (Job.status == JobStatus.RUNNING) & (Job.lease_expires_at < now)
+
+    # A job whose lease expired after max_attempts model runs keeps killing its worker.
+    poisoned = session.scalars(
+        update(Job)
+        .where(Job.id.in_(ids), Job.batch_id == batch_id, expired_lease,
+               Job.attempts >= max_attempts)
+        .values(status=JobStatus.FAILED, error_code="poison", finished_at=now,
+                lease_owner=None, lease_expires_at=None,
+                error_message=f"the worker was lost {max_attempts} times while running this job")
+        .returning(Job.id)
+    ).all()
+    if poisoned:
+        append_events(session, [
+            NewEvent(token, "job.failed", batch_id, job_id, {"error_code": "poison"})
+            for job_id in poisoned
+        ])
+
+    session.execute(
+        update(Job)
+        .where(
+            Job.id.in_(ids),
+            Job.batch_id == batch_id,
+            or_(Job.status == JobStatus.QUEUED, expired_lease),
+            or_(Job.not_before.is_(None), Job.not_before <= now),
+        )
+        .values(status=JobStatus.RUNNING, lease_owner=token,
+                lease_expires_at=now + timedelta(seconds=lease_s), not_before=None)
+    )
+    rows = session.execute(
+        select(Job.id, Job.input_text, Job.params, Job.attempts, Job.status, Job.lease_owner)
+        .where(Job.id.in_(ids), Job.batch_id == batch_id)
+    ).all()
+    claimed = [
+        ClaimedJob(row.id, row.input_text, row.params or {}, row.attempts)
+        for row in rows if row.lease_owner == token
+    ]
+    finished = sum(1 for row in rows if JobStatus(row.status).terminal)
+    return Claim(
+        batch_id=batch_id,
+        kind=batch.kind,
+        batch_params=dict(batch.params or {}),
+        jobs=claimed,
+        already_finished=finished,
+        held_elsewhere=len(rows) - len(claimed) - finished,
+        poisoned=list(poisoned),
+    )
+
+
+def start_micro_batch(
+    session: Session, job_ids: Sequence[int], remaining_ids: Sequence[int], token: str, lease_s: int
+) -> list[int]:
+    """Count an attempt for the jobs about to run and renew the lease of every held job.
+
+    Returns the ids of the micro-batch that this token still holds (a cancel or a reaper
+    may have taken some).
+    """
+    now = utcnow()
+    expires = now + timedelta(seconds=lease_s)
+    session.execute(
+        update(Job)
+        .where(Job.id.in_(list(remaining_ids)), Job.lease_owner == token,
+               Job.status == JobStatus.RUNNING)
+        .values(lease_expires_at=expires)
+    )
+    return list(session.scalars(
+        update(Job)
+        .where(Job.id.in_(list(job_ids)), Job.lease_owner == token,
+               Job.status == JobStatus.RUNNING)
+        .values(attempts=Job.attempts + 1, started_at=now)
+        .returning(Job.id)
+    ).all())
+
+
+def renew_leases(session: Session, token: str, lease_s: int) -> int:
+    """Push back the expiry of every job this token holds; return how many."""
+    return session.execute(
+        update(Job)
+        .where(Job.lease_owner == token, Job.status == JobStatus.RUNNING)
+        .values(lease_expires_at=utcnow() + timedelta(seconds=lease_s))
+    ).rowcount
+
+
+def write_outcomes(
+    session: Session,
+    batch_id: str,
+    outcomes: Sequence[Outcome],
+    token: str,
+    checkpoint: tuple[str | None, str | None],
+    worker_host: str,
+    device: str,
+) -> list[Outcome]:
+    """Store results, statuses and audit events of a micro-batch; return those stored.
+
+    Only jobs that this token still holds are written, so a job taken over by a reaper or
+    cancelled meanwhile keeps a single outcome.
+    """
+    if not outcomes:
+        return []
+    ids = [outcome.job_id for outcome in outcomes]
+    held_query = select(Job.id).where(
+        Job.id.in_(ids), Job.lease_owner == token, Job.status == JobStatus.RUNNING
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        held_query = held_query.with_for_update()
+    held = set(session.scalars(held_query).all())
+    stored = [outcome for outcome in outcomes if outcome.job_id in held]
+    if not stored:
+        return []
+
+    now = utcnow()
+    session.execute(
+        update(_jobs)
+        .where(_jobs.c.id == bindparam("target_id"))
+        .values(
+            status=bindparam("new_status"),
+            error_code=bindparam("new_error_code"),
+            error_message=bindparam("new_error_message"),
+            finished_at=now,
+            lease_owner=None,
+            lease_expires_at=None,
+        ),
+        [
+            {
+                "target_id": outcome.job_id,
+                "new_status": outcome.status.value,
+                "new_error_code": outcome.error_code,
+                "new_error_message": outcome.error_message,
+            }
+            for outcome in stored
+        ],
+    )
+
+    checkpoint_id, checkpoint_revision = checkpoint
+    with_output = [outcome for outcome in stored if outcome.output is not None]
+    if with_output:
+        session.execute(insert(Result), [
+            {
+                "job_id": outcome.job_id,
+                "batch_id": batch_id,
+                "output": outcome.output,
+                "decision": outcome.decision,
+                "checkpoint_id": checkpoint_id,
+                "checkpoint_revision": checkpoint_revision,
+                "input_tokens": outcome.input_tokens,
+                "output_tokens": outcome.output_tokens,
+                "latency_ms": outcome.latency_ms,
+                "worker_host": worker_host,
+                "device": device,
+                "cached": False,
+                "created_at": now,
+            }
+            for outcome in with_output
+        ])
+    scores = [
+        {"job_id": outcome.job_id, "batch_id": batch_id, "category": category, "score": score}
+        for outcome in stored if outcome.scores
+        for category, score in outcome.scores.items()
+    ]
+    if scores:
+        session.execute(insert(CategoryScore), scores)
+
+    append_events(session, [
+        NewEvent(token, f"job.{outcome.status.value}", batch_id, outcome.job_id, _event_details(outcome))
+        for outcome in stored
+    ])
+    return stored
+
+
+def _event_details(outcome: Outcome) -> dict[str, Any]:
+    details: dict[str, Any] = {}
+    if outcome.error_code:
+        details["error_code"] = outcome.error_code
+    if outcome.latency_ms is not None:
+        details["latency_ms"] = round(outcome.latency_ms, 2)
+    if outcome.decision:
+        details["decision"] = outcome.decision
+    return details
+
+
+def release_jobs(session: Session, token: str) -> list[int]:
+    """Give back every job this token holds, due for republishing at once (used on shutdown)."""
+    now = utcnow()
+    return list(session.scalars(
+        update(Job)
+        .where(Job.lease_owner == token, Job.status == JobStatus.RUNNING)
+        .values(status=JobStatus.QUEUED, lease_owner=None, lease_expires_at=None, not_before=now)
+        .returning(Job.id)
+    ).all())
+
+
+def defer_jobs(
+    session: Session, token: str, job_ids: Sequence[int], delay_s: float, reason: str
+) -> list[int]:
+    """Put jobs back in the queue to be republished after delay_s (a transient failure)."""
+    now = utcnow()
+    return list(session.scalars(
+        update(Job)
+        .where(Job.id.in_(list(job_ids)), Job.lease_owner == token,
+               Job.status == JobStatus.RUNNING)
+        .values(status=JobStatus.QUEUED, lease_owner=None, lease_expires_at=None,
+                not_before=now + timedelta(seconds=delay_s), error_message=reason)
+        .returning(Job.id)
+    ).all())
