@@ -108,6 +108,7 @@ class Job(Base):
         Index("ix_jobs_status_lease", "status", "lease_expires_at"),
         # Few rows have a not_before, so the reaper's search for due retries stays small.
         Index("ix_jobs_not_before", "not_before"),
+        Index("ix_jobs_lease_owner", "lease_owner"),
     )
 
 

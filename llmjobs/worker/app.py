@@ -15,12 +15,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from celery import Celery
+from celery.signals import task_received
 
 from llmjobs.broker import RUN_CHUNK_TASK, create_celery_app, publish_chunks, queue_name
 from llmjobs.config import Settings, redact_url
 from llmjobs.errors import WorkerError
 from llmjobs.models.base import Priority
 from llmjobs.models.session import Store
+from llmjobs.worker.claims import reserve_jobs
 from llmjobs.worker.consumer import ChunkConsumer
 from llmjobs.worker.faults import Faults
 from llmjobs.worker.heartbeat import Heartbeat
@@ -73,7 +75,7 @@ def build_runtime(
                        chunk_size=settings.chunk_size)
 
     watchdog = Watchdog(store, node_name, settings.generation_timeout_s)
-    heartbeat = Heartbeat(store, settings.lease_s)
+    heartbeat = Heartbeat(store, settings.lease_s, node_name)
     consumer = ChunkConsumer(
         store, kinds, settings, node_name, stop_requested=stop_requested,
         faults=Faults.from_env(), watchdog=watchdog, heartbeat=heartbeat,
@@ -98,6 +100,21 @@ def register_chunk_task(runtime: WorkerRuntime) -> None:
                       batch_id, job_ids)
             return
         runtime.consumer.process(batch_id, job_ids)
+
+    def on_received(request: Any = None, **_: Any) -> None:
+        if request is None or request.name != RUN_CHUNK_TASK:
+            return
+        args = request.args if isinstance(request.args, list | tuple) else ()
+        if len(args) != 2 or not isinstance(args[1], list):
+            return
+        try:
+            with runtime.store.write() as session:
+                reserve_jobs(session, args[1], runtime.node_name, runtime.settings.lease_s)
+        except Exception as error:
+            # Without the reservation the jobs are still safe, only slower to recover.
+            log.warning("Batch %s: reserving a received chunk failed: %s", args[0], error)
+
+    task_received.connect(on_received, weak=False)
 
 
 def banner(runtime: WorkerRuntime) -> str:

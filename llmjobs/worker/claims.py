@@ -146,11 +146,25 @@ def start_micro_batch(
     ).all())
 
 
-def renew_leases(session: Session, token: str, lease_s: int) -> int:
-    """Push back the expiry of every job this token holds; return how many."""
+def reserve_jobs(session: Session, job_ids: Sequence[int], owner: str, lease_s: int) -> int:
+    """Lease queued jobs whose message this worker has received but not started yet.
+
+    A worker that dies loses its prefetched messages to Redis's unacked set until the
+    visibility timeout; the reservation lets the reaper bring those jobs back much sooner.
+    """
     return session.execute(
         update(Job)
-        .where(Job.lease_owner == token, Job.status == JobStatus.RUNNING)
+        .where(Job.id.in_(list(job_ids)), Job.status == JobStatus.QUEUED)
+        .values(lease_owner=owner, lease_expires_at=utcnow() + timedelta(seconds=lease_s))
+    ).rowcount
+
+
+def renew_leases(session: Session, owners: Sequence[str], lease_s: int) -> int:
+    """Push back the expiry of every job these owners hold or have reserved; return how many."""
+    return session.execute(
+        update(Job)
+        .where(Job.lease_owner.in_(list(owners)),
+               Job.status.in_((JobStatus.QUEUED, JobStatus.RUNNING)))
         .values(lease_expires_at=utcnow() + timedelta(seconds=lease_s))
     ).rowcount
 

@@ -12,11 +12,13 @@ log = logging.getLogger(__name__)
 
 
 class Heartbeat:
-    """Renews the leases of the current claim token every lease_s / 3 seconds."""
+    """Renews, every lease_s / 3 seconds, the leases of the current claim token and the
+    reservations this worker holds for messages it has received but not started."""
 
-    def __init__(self, store: Store, lease_s: int) -> None:
+    def __init__(self, store: Store, lease_s: int, worker_id: str) -> None:
         self.store = store
         self.lease_s = lease_s
+        self.worker_id = worker_id
         self.token: str | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="llmjobs-heartbeat", daemon=True)
@@ -29,12 +31,10 @@ class Heartbeat:
 
     def _loop(self) -> None:
         while not self._stop.wait(self.lease_s / 3):
-            token = self.token
-            if token is None:
-                continue
+            owners = [self.worker_id] + ([self.token] if self.token else [])
             try:
                 with self.store.write() as session:
-                    claims.renew_leases(session, token, self.lease_s)
+                    claims.renew_leases(session, owners, self.lease_s)
             except Exception as error:
                 # The next beat tries again; a lease lasts three beats.
-                log.warning("Renewing leases of %s failed: %s", token, error)
+                log.warning("Renewing leases of %s failed: %s", self.worker_id, error)

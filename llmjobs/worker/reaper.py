@@ -90,6 +90,12 @@ class Reaper:
                         not_before=now)
                 .returning(Job.id, Job.batch_id)
             ).all()
+            # Reservations of messages that a dead worker had received but not started.
+            session.execute(
+                update(Job)
+                .where(Job.status == JobStatus.QUEUED, Job.lease_expires_at < now)
+                .values(lease_owner=None, lease_expires_at=None, not_before=now)
+            )
             append_events(session, [
                 NewEvent(self.actor, "job.failed", row.batch_id, row.id, {"error_code": "poison"})
                 for row in poisoned

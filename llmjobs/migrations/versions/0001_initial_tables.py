@@ -170,6 +170,7 @@ def upgrade() -> None:
         )
         batch_op.create_index("ix_jobs_status_lease", ["status", "lease_expires_at"], unique=False)
         batch_op.create_index("ix_jobs_not_before", ["not_before"], unique=False)
+        batch_op.create_index("ix_jobs_lease_owner", ["lease_owner"], unique=False)
 
     op.create_table(
         "rejected_rows",
@@ -269,6 +270,7 @@ def downgrade() -> None:
 
     op.drop_table("rejected_rows")
     with op.batch_alter_table("jobs", schema=None) as batch_op:
+        batch_op.drop_index("ix_jobs_lease_owner")
         batch_op.drop_index("ix_jobs_not_before")
         batch_op.drop_index("ix_jobs_status_lease")
         batch_op.drop_index("ix_jobs_batch_status_seq")
