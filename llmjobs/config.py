@@ -57,6 +57,8 @@ class Settings:
     retry_base_s: float = 2.0
     retry_max_s: float = 300.0
     generation_timeout_s: float = 300.0
+    # How long past generation_timeout_s the watchdog waits before it restarts the process.
+    watchdog_grace_s: float = 30.0
     task_time_limit_s: int = 1800
     visibility_timeout_s: int = 3600
     prefetch_multiplier: int = 2

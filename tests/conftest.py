@@ -97,3 +97,17 @@ def llmjobs_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home.mkdir()
     monkeypatch.setenv("LLMJOBS_HOME", str(home))
     return home
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Tiny random checkpoints for every kind, built once per test session."""
+    from llmjobs.checkpoints.tiny import ensure_tiny_checkpoints
+
+    return ensure_tiny_checkpoints(tmp_path_factory.mktemp("tiny-home"))
+
+
+@pytest.fixture()
+def checkpoint_env(tiny_checkpoints: dict[str, Path]) -> dict[str, str]:
+    """LLMJOBS_CHECKPOINT_* variables pointing at the session's tiny checkpoints."""
+    return {f"LLMJOBS_CHECKPOINT_{kind.upper()}": str(path) for kind, path in tiny_checkpoints.items()}

@@ -74,7 +74,7 @@ def build_runtime(
         publish_chunks(app, kind, batch_id, job_ids, priority=Priority(priority),
                        chunk_size=settings.chunk_size)
 
-    watchdog = Watchdog(store, node_name, settings.generation_timeout_s)
+    watchdog = Watchdog(store, node_name, settings.generation_timeout_s, settings.watchdog_grace_s)
     heartbeat = Heartbeat(store, settings.lease_s, node_name)
     consumer = ChunkConsumer(
         store, kinds, settings, node_name, stop_requested=stop_requested,

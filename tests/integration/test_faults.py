@@ -1,0 +1,188 @@
+"""Fault injection on real processes: killed workers, duplicates, Redis restarts, poison, hangs.
+
+Each test runs real `llmjobs worker` processes against a real redis-server and a real
+database (SQLite and PostgreSQL), then checks the store: one outcome per job, one result
+per succeeded job, and one terminal transition per batch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from llmjobs.broker import create_celery_app, publish_chunks
+from llmjobs.config import Settings
+from llmjobs.models import AuditEvent, Batch, BatchStatus, Job, JobStatus, Result, Store
+from tests.helpers import make_batch
+from tests.servers import RedisServer
+from tests.workers import WorkerProcess, wait_until, worker_env
+
+pytestmark = pytest.mark.slow
+
+
+def _publish(settings: Settings, broker_url: str, batch_id: str, ids: list[int],
+             chunk_size: int = 16) -> None:
+    app = create_celery_app(settings, broker_url)
+    publish_chunks(app, "moderate", batch_id, ids, chunk_size=chunk_size)
+
+
+def _count(store: Store, query) -> int:
+    with store.read() as session:
+        return int(session.scalar(query) or 0)
+
+
+def _results(store: Store, batch_id: str) -> int:
+    return _count(store, select(func.count()).select_from(Result).where(Result.batch_id == batch_id))
+
+
+def _batch(store: Store, batch_id: str) -> Batch:
+    with store.read() as session:
+        return session.get(Batch, batch_id)
+
+
+def _finished_events(store: Store, batch_id: str) -> int:
+    return _count(store, select(func.count()).select_from(AuditEvent).where(
+        AuditEvent.batch_id == batch_id, AuditEvent.action == "batch.finished"))
+
+
+def _terminal(store: Store, batch_id: str) -> bool:
+    return BatchStatus(_batch(store, batch_id).status).terminal
+
+
+def _texts(count: int) -> list[str]:
+    return [f"第 {i} 条评论 comment number {i}" for i in range(count)]
+
+
+@pytest.fixture()
+def setup(tmp_path: Path, database_url: str, redis_url: str, checkpoint_env: dict[str, str]):
+    home = tmp_path / "home"
+    env = worker_env(home, database_url, redis_url, **checkpoint_env)
+    settings = Settings.load(env)
+    return settings, Store(database_url), env, tmp_path
+
+
+def test_sigkill_worker_midway(setup) -> None:
+    settings, store, env, tmp_path = setup
+    batch_id, ids = make_batch(store, _texts(2000))
+    _publish(settings, env["LLMJOBS_BROKER_URL"], batch_id, ids)
+    env = {**env, "LLMJOBS_MAX_BATCH_SIZE": "4"}
+
+    first = WorkerProcess(env, tmp_path / "worker1.log", "--kinds", "moderate")
+    wait_until(lambda: _results(store, batch_id) >= 600, 300, "30% of the results")
+    first.kill()
+    done_at_kill = _results(store, batch_id)
+    assert done_at_kill < 2000
+
+    second = WorkerProcess(env, tmp_path / "worker2.log", "--kinds", "moderate")
+    try:
+        wait_until(lambda: _terminal(store, batch_id), 300, "the batch to finish")
+    finally:
+        second.stop()
+    batch = _batch(store, batch_id)
+    assert batch.status == BatchStatus.COMPLETED
+    assert batch.counts["succeeded"] == 2000
+    assert _results(store, batch_id) == 2000
+    assert _finished_events(store, batch_id) == 1
+
+
+def test_duplicate_chunks_two_workers(setup) -> None:
+    settings, store, env, tmp_path = setup
+    batch_id, ids = make_batch(store, _texts(300))
+    for _ in range(2):
+        _publish(settings, env["LLMJOBS_BROKER_URL"], batch_id, ids)
+    workers = [WorkerProcess(env, tmp_path / f"worker{i}.log", "--kinds", "moderate")
+               for i in range(2)]
+    try:
+        wait_until(lambda: _terminal(store, batch_id), 300, "the batch to finish")
+        # The second copy of each chunk may still be in flight after the batch finished.
+        wait_until(lambda: "duplicate delivery ignored" in "".join(w.log_text for w in workers),
+                   120, "a logged duplicate delivery")
+    finally:
+        for worker in workers:
+            worker.stop()
+    assert _results(store, batch_id) == 300
+    assert _finished_events(store, batch_id) == 1
+
+
+def test_redis_restart_mid_run(setup, redis_server: RedisServer) -> None:
+    settings, store, env, tmp_path = setup
+    batch_id, ids = make_batch(store, _texts(1500))
+    _publish(settings, env["LLMJOBS_BROKER_URL"], batch_id, ids)
+    worker = WorkerProcess({**env, "LLMJOBS_MAX_BATCH_SIZE": "4"}, tmp_path / "worker.log",
+                           "--kinds", "moderate")
+    try:
+        wait_until(lambda: _results(store, batch_id) >= 200, 300, "the first results")
+        redis_server.restart(down_s=2.0)
+        wait_until(lambda: _terminal(store, batch_id), 300, "the batch to finish")
+    finally:
+        worker.stop()
+    assert _batch(store, batch_id).status == BatchStatus.COMPLETED
+    assert _results(store, batch_id) == 1500
+
+
+def test_four_workers_one_sqlite(tmp_path: Path, redis_url: str,
+                                 checkpoint_env: dict[str, str]) -> None:
+    database_url = f"sqlite:///{tmp_path / 'shared.db'}"
+    env = worker_env(tmp_path / "home", database_url, redis_url, **checkpoint_env,
+                     LLMJOBS_MAX_BATCH_SIZE="2")
+    settings = Settings.load(env)
+    store = Store(database_url)
+    batch_id, ids = make_batch(store, _texts(2000))
+    _publish(settings, redis_url, batch_id, ids, chunk_size=8)
+    workers = [WorkerProcess(env, tmp_path / f"worker{i}.log", "--kinds", "moderate")
+               for i in range(4)]
+    try:
+        wait_until(lambda: _terminal(store, batch_id), 600, "the batch to finish")
+    finally:
+        for worker in workers:
+            worker.stop()
+    logs = "".join(worker.log_text for worker in workers)
+    assert "database is locked" not in logs
+    assert _results(store, batch_id) == 2000
+    assert _batch(store, batch_id).status == BatchStatus.COMPLETED
+
+
+def test_crashing_job_becomes_poison(setup) -> None:
+    settings, store, env, tmp_path = setup
+    texts = _texts(40)
+    texts[17] = "CRASH-THE-WORKER " + texts[17]
+    batch_id, ids = make_batch(store, texts)
+    _publish(settings, env["LLMJOBS_BROKER_URL"], batch_id, ids, chunk_size=10)
+    env = {**env, "LLMJOBS_FAULT_CRASH_MARKER": "CRASH-THE-WORKER", "LLMJOBS_LEASE_S": "3",
+           "LLMJOBS_MAX_ATTEMPTS": "3"}
+    worker = WorkerProcess(env, tmp_path / "worker.log", "--kinds", "moderate")
+    try:
+        wait_until(lambda: _terminal(store, batch_id), 300, "the batch to finish")
+    finally:
+        worker.stop()
+    with store.read() as session:
+        poison = session.get(Job, ids[17])
+        others = session.scalars(select(Job).where(Job.batch_id == batch_id, Job.id != ids[17])).all()
+    assert poison.status == JobStatus.FAILED
+    assert poison.error_code == "poison"
+    assert all(job.status == JobStatus.SUCCEEDED for job in others)
+    assert _batch(store, batch_id).status == BatchStatus.COMPLETED_WITH_ERRORS
+
+
+def test_hung_generation_times_out(setup) -> None:
+    settings, store, env, tmp_path = setup
+    texts = _texts(30)
+    texts[5] = "STALL-HERE " + texts[5]
+    batch_id, ids = make_batch(store, texts)
+    _publish(settings, env["LLMJOBS_BROKER_URL"], batch_id, ids, chunk_size=10)
+    env = {**env, "LLMJOBS_FAULT_STALL_MARKER": "STALL-HERE", "LLMJOBS_GENERATION_TIMEOUT_S": "2",
+           "LLMJOBS_WATCHDOG_GRACE_S": "2", "LLMJOBS_LEASE_S": "4", "LLMJOBS_MAX_BATCH_SIZE": "1"}
+    worker = WorkerProcess(env, tmp_path / "worker.log", "--kinds", "moderate")
+    try:
+        wait_until(lambda: _terminal(store, batch_id), 300, "the batch to finish")
+    finally:
+        worker.stop()
+    with store.read() as session:
+        hung = session.get(Job, ids[5])
+        succeeded = session.scalar(select(func.count()).select_from(Job).where(
+            Job.batch_id == batch_id, Job.status == JobStatus.SUCCEEDED))
+    assert hung.error_code == "timeout"
+    assert succeeded == 29
+    assert "watchdog" in worker.log_text
