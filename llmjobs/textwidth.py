@@ -1,0 +1,55 @@
+"""Terminal display width of text, where East Asian wide characters take two columns."""
+
+from __future__ import annotations
+
+import unicodedata
+
+ELLIPSIS = "…"
+
+
+def char_width(char: str) -> int:
+    """Return the columns one code point takes: 2 for wide and fullwidth, 0 for combining marks."""
+    if unicodedata.combining(char) or unicodedata.category(char) in ("Mn", "Me", "Cf"):
+        return 0
+    if unicodedata.east_asian_width(char) in ("W", "F"):
+        return 2
+    return 1
+
+
+def display_width(text: str) -> int:
+    return sum(char_width(char) for char in text)
+
+
+def one_line(text: str) -> str:
+    """Replace line breaks and tabs with spaces so that a table row stays on one line."""
+    return " ".join(text.split("\n")).replace("\r", " ").replace("\t", " ")
+
+
+def truncate(text: str, width: int, ellipsis: str = ELLIPSIS) -> str:
+    """Cut text to at most `width` columns, ending in `ellipsis` when anything was cut.
+
+    The cut falls between code points, and a combining mark stays with the character
+    before it, so a wide character is never split in half and no accent is left behind.
+    """
+    if display_width(text) <= width:
+        return text
+    budget = width - display_width(ellipsis)
+    if budget < 0:
+        return ""
+    used = 0
+    end = 0
+    for index, char in enumerate(text):
+        columns = char_width(char)
+        if used + columns > budget:
+            break
+        used += columns
+        end = index + 1
+    # Zero-width marks always fit, so they stay with their base character. A trailing
+    # zero-width joiner would join the ellipsis to an emoji sequence, so it is dropped.
+    return text[:end].rstrip("\u200d") + ellipsis
+
+
+def pad(text: str, width: int) -> str:
+    """Truncate, then right-pad with spaces to exactly `width` columns."""
+    cut = truncate(text, width)
+    return cut + " " * (width - display_width(cut))
