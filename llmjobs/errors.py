@@ -63,3 +63,7 @@ class GenerationTimeout(WorkerError):
 
 class PipelineError(LlmjobsError):
     """Raised when a pipeline file is invalid or a pipeline run cannot proceed."""
+
+
+class OperationError(LlmjobsError):
+    """Raised when an operator action (cancel, retry, requeue) does not apply to a batch."""

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -106,10 +106,11 @@ def queued_chunks(redis_url: str, kind: str) -> list[tuple[str, list[int]]]:
     chunks = []
     try:
         # kombu keeps one list per priority step: the queue name, then name:step.
-        for key in sorted(client.keys(f"{queue_name(kind)}*")):
-            if client.type(key) != b"list":
+        keys = cast("list[str]", client.keys(f"{queue_name(kind)}*"))
+        for key in sorted(keys):
+            if client.type(key) not in (b"list", "list"):
                 continue
-            for raw in client.lrange(key, 0, -1):
+            for raw in cast("list[bytes]", client.lrange(key, 0, -1)):
                 message = json.loads(raw)
                 body = json.loads(base64.b64decode(message["body"]))
                 chunks.append(message_args(body))
