@@ -1,0 +1,1 @@
+"""Tiny random-weight checkpoints, built locally, so that everything runs without downloads."""

@@ -1,0 +1,1 @@
+"""Text handling shared by the kinds: sentence splitting, safe truncation, language detection, cleaning."""
