@@ -36,9 +36,15 @@ class DecodeError(ProducerError):
 class ValidationFailed(ProducerError):
     """Raised when rows of an input file are invalid and --skip-invalid is not set."""
 
-    def __init__(self, message: str, rejections: list[Any]) -> None:
+    def __init__(self, message: str, rejections: list[Any], total: int | None = None) -> None:
         super().__init__(message)
         self.rejections = rejections
+        # All invalid rows; `rejections` may hold only the first of them.
+        self.total = len(rejections) if total is None else total
+
+
+class UnknownTemplate(ProducerError):
+    """Raised when a write template name, version or language variant does not exist."""
 
 
 class WorkerError(LlmjobsError):
