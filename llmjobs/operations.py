@@ -82,7 +82,8 @@ def cancel_batch(store: Store, batch_id: str, actor: str) -> CancelReport:
         update_result = session.execute(
             update(Job)
             .where(Job.batch_id == batch_id, Job.status == JobStatus.QUEUED)
-            .values(status=JobStatus.CANCELLED, finished_at=utcnow(), not_before=None)
+            .values(status=JobStatus.CANCELLED, finished_at=utcnow(), not_before=None,
+                    lease_owner=None, lease_expires_at=None)
         )
         cancelled = cast("CursorResult[Any]", update_result).rowcount
         running = _count_jobs(session, batch_id, JobStatus.RUNNING)
@@ -180,7 +181,8 @@ def requeue_jobs(
 
     Selects the queued jobs of one batch, or of every queued or running batch, that were
     created or last finished more than `older_than_s` seconds ago. Jobs waiting for a
-    delayed retry (`not_before` in the future) are left to the reaper.
+    delayed retry (`not_before` in the future) are left to the reaper, and jobs that a
+    live worker has reserved (a queued job with an unexpired lease) to that worker.
     """
     if older_than_s < 0:
         raise OperationError(f"--older-than must be 0 or more seconds, got {older_than_s!r}")
@@ -232,6 +234,7 @@ def _queued_job_pages(store: Store, batch_id: str, older_than_s: float) -> Itera
                     Job.id > after,
                     last_change <= cutoff,
                     (Job.not_before.is_(None)) | (Job.not_before <= now),
+                    (Job.lease_expires_at.is_(None)) | (Job.lease_expires_at <= now),
                 )
                 .order_by(Job.id)
                 .limit(REQUEUE_PAGE_SIZE)

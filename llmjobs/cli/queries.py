@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -217,8 +218,14 @@ def _open_output(path: Path | None, encoding: str) -> Iterator[TextIO]:
     wrapper = io.TextIOWrapper(sys.stdout.buffer, encoding=encoding, newline="")
     try:
         yield wrapper
-    finally:
         wrapper.flush()
+    except BrokenPipeError:
+        # The reader (`head`, for one) closed the pipe, so stop quietly as Unix filters do.
+        # With stdout on /dev/null, the flush at interpreter exit does not raise again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    finally:
         # Detach so that closing this wrapper later does not close the process's stdout.
         wrapper.detach()
 

@@ -263,18 +263,26 @@ def test_requeue_all_open_batches_by_age(store: Store, app: Celery, settings: Se
     assert closed_id not in report.republished
 
 
-def test_requeue_skips_delayed_retries(store: Store, app: Celery, settings: Settings,
-                                       redis_url: str) -> None:
-    batch_id, jobs = add_batch(store, "moderate", [Item("now", "a"), Item("later", "b")])
+def test_requeue_skips_delayed_and_reserved(store: Store, app: Celery, settings: Settings,
+                                            redis_url: str) -> None:
+    batch_id, jobs = add_batch(store, "moderate", [
+        Item("now", "a"), Item("later", "b"), Item("reserved", "c"), Item("lost", "d"),
+    ])
     with store.write() as session:
         delayed = session.get(Job, jobs["later"])
-        assert delayed is not None
+        reserved = session.get(Job, jobs["reserved"])
+        lost = session.get(Job, jobs["lost"])
+        assert delayed is not None and reserved is not None and lost is not None
         delayed.not_before = utcnow() + timedelta(hours=1)
+        reserved.lease_owner = "worker-2"
+        reserved.lease_expires_at = utcnow() + timedelta(minutes=5)
+        lost.lease_owner = "worker-dead"
+        lost.lease_expires_at = utcnow() - timedelta(minutes=5)
 
     report = requeue_jobs(store, app, settings, "cli:test", batch_id=batch_id)
 
-    assert report.total == 1
-    assert queued_job_ids(redis_url, "moderate") == [jobs["now"]]
+    assert report.total == 2
+    assert queued_job_ids(redis_url, "moderate") == sorted([jobs["now"], jobs["lost"]])
 
 
 def test_cli_cancel_retry_requeue(store: Store, invoke: Invoke, redis_url: str) -> None:
