@@ -128,10 +128,10 @@ def csv_columns(kind: str, categories: Sequence[str]) -> list[str]:
     if kind == "moderate":
         columns += ["decision", "flagged", "top_category"]
         columns += [f"score_{category}" for category in categories]
-    elif kind == "write":
-        columns += ["text", "finish_reason"]
+    elif kind == "translate":
+        columns += ["text", "source_lang", "target_lang"]
     else:
-        columns += ["text"]
+        columns += ["text", "finish_reason"]
     return [*columns, "error_code", "error_message", "output_json"]
 
 
@@ -143,10 +143,10 @@ def csv_values(row: ExportRow, kind: str, categories: Sequence[str]) -> list[Any
     if kind == "moderate":
         values += [output.get("decision"), output.get("flagged"), top_category(output, row.scores)]
         values += [row.scores.get(category) for category in categories]
-    elif kind == "write":
-        values += [output.get("text"), output.get("finish_reason")]
+    elif kind == "translate":
+        values += [output.get("text"), output.get("source_lang"), output.get("target_lang")]
     else:
-        values += [output.get("text")]
+        values += [output.get("text"), output.get("finish_reason")]
     output_json = json.dumps(result.output, ensure_ascii=False) if result.output is not None else None
     return [*values, result.error_code, result.error_message, output_json]
 

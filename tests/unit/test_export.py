@@ -118,6 +118,27 @@ def test_csv_moderation_columns() -> None:
     assert rows[1]["score_hate"] == ""
 
 
+@pytest.mark.parametrize(
+    ("kind", "output", "expected"),
+    [
+        pytest.param("translate", {"text": "hello", "source_lang": "zh", "target_lang": "en"},
+                     {"text": "hello", "source_lang": "zh", "target_lang": "en"}, id="translate"),
+        pytest.param("write", {"text": "标题", "finish_reason": "length"},
+                     {"text": "标题", "finish_reason": "length"}, id="write"),
+    ],
+)
+def test_csv_text_kind_columns(kind: str, output: dict[str, Any],
+                               expected: dict[str, str]) -> None:
+    stream = io.StringIO(newline="")
+    CsvWriter(stream, kind).write(ExportRow(_row("1", "input", output)))
+
+    row = _read_csv(stream.getvalue())[0]
+
+    for column, value in expected.items():
+        assert row[column] == value
+    assert json.loads(row["output_json"]) == output
+
+
 def test_jsonl_keeps_unicode_and_one_line() -> None:
     stream = io.StringIO()
     writer = JsonlWriter(stream)
