@@ -73,3 +73,12 @@ class PipelineError(LlmjobsError):
 
 class OperationError(LlmjobsError):
     """Raised when an operator action (cancel, retry, requeue) does not apply to a batch."""
+
+
+class PipelineFileInvalid(PipelineError):
+    """Raised when a pipeline file has problems; `problems` lists each with its location."""
+
+    def __init__(self, problems: list[Any]) -> None:
+        lines = [problem.describe() for problem in problems]
+        super().__init__(f"{len(lines)} problem(s) in the pipeline file:\n" + "\n".join(lines))
+        self.problems = problems

@@ -53,9 +53,9 @@ def cli(ctx: click.Context, config_file: Path | None, log_level: str) -> None:
 
 def _register_commands() -> None:
     # Imported here so that `llmjobs --help` stays fast and no module has import side effects.
-    from llmjobs.cli import checkpoints, db, operations, queries, run, submit, worker
+    from llmjobs.cli import checkpoints, db, operations, pipeline, queries, run, submit, worker
 
-    for module in (checkpoints, db, operations, queries, run, submit, worker):
+    for module in (checkpoints, db, operations, pipeline, queries, run, submit, worker):
         module.register(cli)
 
 

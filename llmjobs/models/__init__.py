@@ -1,6 +1,7 @@
 """The SQL store: tables, sessions, migrations, the audit trail and query functions."""
 
 from llmjobs.models.base import BatchStatus, JobStatus, Priority, utcnow
+from llmjobs.models.pipeline_tables import PipelineSourceFile, PipelineWatermark
 from llmjobs.models.session import Store
 from llmjobs.models.tables import (
     AuditEvent,
@@ -20,6 +21,8 @@ __all__ = [
     "Job",
     "JobStatus",
     "PipelineRun",
+    "PipelineSourceFile",
+    "PipelineWatermark",
     "Priority",
     "RejectedRow",
     "Result",

@@ -1,0 +1,64 @@
+"""A worker started for the length of one command (`pipeline run --with-worker`)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+STOP_TIMEOUT_S = 120.0
+
+
+class LocalWorker:
+    """`llmjobs worker` in its own process group, pointed at this command's broker."""
+
+    def __init__(self, broker_url: str, kinds: Sequence[str], device: str,
+                 config_file: Path | None) -> None:
+        env = dict(os.environ)
+        env["LLMJOBS_BROKER_URL"] = broker_url
+        if config_file is not None:
+            env["LLMJOBS_CONFIG"] = str(config_file)
+        command = [sys.executable, "-m", "llmjobs.cli.main", "worker", "--device", device,
+                   "--kinds", ",".join(kinds), "--no-restart"]
+        self.process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL,
+                                        start_new_session=True)
+        log.info("Started worker process %d for %s on %s.", self.process.pid, ",".join(kinds), device)
+
+    def stop_reason(self) -> str | None:
+        """Return why runs cannot progress (the worker exited), or None while it runs."""
+        code = self.process.poll()
+        if code is None:
+            return None
+        return f"the worker started by --with-worker exited with code {code}; see its log above"
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            # SIGTERM lets each worker finish its micro-batch and release the rest of its chunk.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                log.warning("Worker process %d did not stop within %.0f s; killing it.",
+                            self.process.pid, STOP_TIMEOUT_S)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        log.info("Worker process %d stopped with code %s.", self.process.pid, self.process.returncode)
+
+
+@contextlib.contextmanager
+def local_worker(broker_url: str, kinds: Sequence[str], device: str,
+                 config_file: Path | None) -> Iterator[LocalWorker]:
+    worker = LocalWorker(broker_url, kinds, device, config_file)
+    try:
+        yield worker
+    finally:
+        worker.stop()

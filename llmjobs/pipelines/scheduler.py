@@ -1,0 +1,137 @@
+"""`llmjobs scheduler`: Celery beat and the runner of due pipeline runs, in one process.
+
+Beat runs in a thread and sends `llmjobs.run_pipeline(name, date)` to the
+`llmjobs.pipelines` queue. The same process consumes that queue with a thread pool, one
+thread per pipeline, and runs each pipeline with PipelineRunner; the model work itself
+goes to the ordinary workers through Redis. Several schedulers may run at once: each
+sends and may receive the same message, and the unique (pipeline, date) run row lets
+exactly one of them run the night.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Callable
+from datetime import date, datetime
+from pathlib import Path
+
+from celery import Celery
+from celery.beat import EmbeddedService
+from kombu import Queue
+
+from llmjobs.broker import create_celery_app
+from llmjobs.client import Client
+from llmjobs.config import Settings
+from llmjobs.models.base import utcnow
+from llmjobs.models.session import Store
+from llmjobs.pipelines import store as runs
+from llmjobs.pipelines.beat import PIPELINE_QUEUE, RUN_PIPELINE_TASK, beat_schedule
+from llmjobs.pipelines.runner import PipelineRunner, RunOutcome
+from llmjobs.pipelines.schedule import log_catch_up, plan_catch_up
+from llmjobs.pipelines.spec import PipelineFile, PipelineSpec, load_pipeline_file
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+def trigger_run(spec: PipelineSpec, settings: Settings, day: date, *, clock: Clock | None = None,
+                poll_s: float = 1.0) -> RunOutcome:
+    """Run (pipeline, day) unless another scheduler or a manual run has claimed it already.
+
+    Safe to call from any number of threads and processes at once for the same night.
+    """
+    with Client(settings) as client:
+        runner = PipelineRunner(spec, settings, client, clock=clock or utcnow, poll_s=poll_s)
+        return runner.run(day)
+
+
+def catch_up(pipelines: PipelineFile, store: Store, app: Celery, now: datetime) -> list[str]:
+    """Send a run message for each pipeline whose latest night was missed and whose policy is latest.
+
+    Also warns about runs left "running" by a process that is gone: only resume moves them on.
+    """
+    sent = []
+    for spec in pipelines.pipelines.values():
+        with store.read() as session:
+            latest = runs.latest_run_date(session, spec.name)
+            stuck = [run for run in runs.list_runs(session, spec.name, limit=20)
+                     if run.status == runs.RUNNING
+                     and not runs.owner_alive(run.owner, run.heartbeat_at, now)]
+        for run in stuck:
+            log.warning("Run %d of %s for %s is running in %s, which looks gone; resume it with "
+                        "`llmjobs pipeline resume %d`.", run.id, run.pipeline, run.scheduled_for,
+                        run.owner, run.id)
+        decision = plan_catch_up(spec, now, latest)
+        log_catch_up(decision)
+        if decision.action == "run" and decision.day is not None:
+            app.send_task(RUN_PIPELINE_TASK, args=[spec.name, decision.day.isoformat()],
+                          queue=PIPELINE_QUEUE, routing_key=PIPELINE_QUEUE)
+            sent.append(spec.name)
+    return sent
+
+
+def create_scheduler_app(settings: Settings, broker_url: str, pipelines: PipelineFile) -> Celery:
+    """Build the scheduler's Celery app: the pipeline queue, the beat entries and the task."""
+    app = create_celery_app(settings, broker_url)
+    app.conf.update(
+        task_queues=[Queue(PIPELINE_QUEUE, routing_key=PIPELINE_QUEUE)],
+        task_default_queue=PIPELINE_QUEUE,
+        beat_schedule=beat_schedule(pipelines.pipelines),
+        # In memory: which nights ran is kept in the store, not in a beat schedule file.
+        beat_scheduler="celery.beat:Scheduler",
+        # One message at a time per free thread; a run message is never held back by another.
+        worker_prefetch_multiplier=1,
+    )
+    run_settings = settings.replace(broker_url=broker_url)
+
+    # Acked on receipt: a scheduler that dies mid-run leaves the run row, which resume continues.
+    @app.task(name=RUN_PIPELINE_TASK, acks_late=False, ignore_result=True, time_limit=None)
+    def run_pipeline(name: str, day_text: str) -> None:
+        spec = pipelines.pipelines.get(name)
+        if spec is None:
+            log.error("Received a run for pipeline %r, which %s does not define; ignored.",
+                      name, pipelines.path)
+            return
+        outcome = trigger_run(spec, run_settings, date.fromisoformat(day_text))
+        if outcome.status == runs.FAILED:
+            log.error("Pipeline %s for %s: run %s failed: %s", name, day_text, outcome.run_id,
+                      outcome.error_message)
+
+    return app
+
+
+def run_scheduler(settings: Settings, broker_url: str, pipelines_path: Path,
+                  loglevel: str = "INFO", clock: Clock | None = None) -> int:
+    """Run beat and the pipeline runner until SIGTERM or Ctrl-C; return the exit status."""
+    pipelines = load_pipeline_file(pipelines_path, settings.templates_file)
+    app = create_scheduler_app(settings, broker_url, pipelines)
+    store = Store(settings.database_url)
+    try:
+        catch_up(pipelines, store, app, (clock or utcnow)())
+    finally:
+        store.dispose()
+    log.info("Scheduler started (pid %d) for %d pipelines from %s: %s.", os.getpid(),
+             len(pipelines.pipelines), pipelines_path, ", ".join(sorted(pipelines.pipelines)))
+
+    beat = EmbeddedService(app, thread=True)
+    beat.start()
+    argv = [
+        "worker",
+        "--pool", "threads",
+        "--concurrency", str(max(1, len(pipelines.pipelines))),
+        "--queues", PIPELINE_QUEUE,
+        "--hostname", f"scheduler-{os.getpid()}@{socket.gethostname()}",
+        "--loglevel", loglevel,
+        "--without-gossip", "--without-mingle", "--without-heartbeat",
+    ]
+    try:
+        app.worker_main(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    finally:
+        beat.stop()
+        log.info("Scheduler stopped (pid %d).", os.getpid())
+    return 0
