@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from llmjobs.producer.encoding import ScannedSource
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Rejection:
     """An invalid row: where it starts, which field is wrong and why."""
 
@@ -36,7 +36,7 @@ class Rejection:
                 "item_id": self.item_id}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Record:
     """One record of the input, parsed but not yet validated."""
 
@@ -53,8 +53,7 @@ class Record:
 class Reader(ABC):
     """Streams the records of one input format in constant memory.
 
-    `records()` may be called more than once: each call reads the source again from the
-    start, which is what lets submit validate a whole file before it stores any row.
+    Each call of `records()` reads the source again from the start.
     """
 
     format: ClassVar[str]

@@ -1,25 +1,18 @@
-"""The inputs of a submission: a file read in place, or rows handed over in memory.
-
-Both can be read more than once, and neither keeps the rows in memory. A file is read
-again. Rows from a one-shot iterator are copied to a temporary file (pickle) during the
-first read and replayed from it.
-"""
+"""The inputs of a submission: a file read in place, or rows handed over in memory."""
 
 from __future__ import annotations
 
 import os
-import pickle
-import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from llmjobs.config import Settings
 from llmjobs.errors import ProducerError
 from llmjobs.producer.encoding import normalise_codec, scan_source, sniff_bom
 from llmjobs.producer.formats import detect_format, open_reader
 from llmjobs.producer.options import SubmitOptions
-from llmjobs.producer.records import Reader, ReadOptions, Record, Rejection
+from llmjobs.producer.records import Reader, ReadOptions, Record
 
 # A row's fields may hold the text, a prompt, messages and variables, each up to
 # max_text_chars, and JSON may spell a character in up to 12 bytes (a \u escape pair).
@@ -104,7 +97,7 @@ class FileInput:
 class RowsInput:
     """Rows given in memory, as mappings with the same fields as a JSON Lines row.
 
-    A row's line is its 1-based position in the iterable.
+    A row's line is its 1-based position in the iterable, which is read once.
     """
 
     format = "rows"
@@ -115,35 +108,11 @@ class RowsInput:
         self.name = name
         self.track_ids = True
         self._rows = rows
-        self._spool: IO[bytes] | None = None
-        self._spooled = isinstance(rows, Sequence)
 
     def records(self) -> Iterator[Record]:
-        if self._spooled and self._spool is None:
-            rows: Iterable[Any] = self._rows
-        elif self._spool is not None:
-            rows = _replay(self._spool)
-        else:
-            rows = self._copy_while_reading()
-        for number, row in enumerate(rows, start=1):
-            if isinstance(row, Rejection):
-                yield Record(number, number, None, Rejection(number, None, row.reason))
-                continue
+        for number, row in enumerate(self._rows, start=1):
             fields = dict(row) if _is_mapping(row) else row
             yield Record(number, number, fields)
-
-    def _copy_while_reading(self) -> Iterator[Any]:
-        # Closed by close(), because the second read replays it.
-        spool = tempfile.TemporaryFile(prefix="llmjobs-rows-")  # noqa: SIM115
-        self._spool = spool
-        for row in self._rows:
-            try:
-                pickle.dump(row, spool, protocol=pickle.HIGHEST_PROTOCOL)
-            except (pickle.PicklingError, TypeError, AttributeError) as error:
-                row = Rejection(0, None, f"row cannot be copied for validation: {error}")
-                pickle.dump(row, spool, protocol=pickle.HIGHEST_PROTOCOL)
-            yield row
-        self._spooled = True
 
     def notes(self) -> list[str]:
         return []
@@ -152,22 +121,10 @@ class RowsInput:
         return {"format": self.format}
 
     def check_unchanged(self) -> None:
-        """Rows in memory cannot change between reads once they are copied."""
+        """Do nothing: rows in memory are read only once."""
 
     def close(self) -> None:
-        if self._spool is not None:
-            self._spool.close()
-            self._spool = None
-
-
-def _replay(spool: IO[bytes]) -> Iterator[Any]:
-    # The spool holds only what this process wrote, so unpickling it is safe.
-    spool.seek(0)
-    while True:
-        try:
-            yield pickle.load(spool)
-        except EOFError:
-            return
+        """Do nothing: rows in memory hold no resources of their own."""
 
 
 def _is_mapping(value: Any) -> bool:

@@ -8,11 +8,10 @@ leaves behind is always a prefix of its rows, and `resume_line` finds where it s
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
-from datetime import datetime
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, cast
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import Dialect, Table, delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from llmjobs.models.audit import NewEvent, append_events
@@ -20,8 +19,7 @@ from llmjobs.models.base import BatchStatus, JobStatus, utcnow
 from llmjobs.models.session import Store
 from llmjobs.models.tables import AuditEvent, Batch, Job, RejectedRow
 from llmjobs.producer.options import ProgressCallback
-from llmjobs.producer.records import Rejection
-from llmjobs.producer.validation import JobRow
+from llmjobs.producer.spool import JobTuple, RejectionTuple
 
 log = logging.getLogger(__name__)
 
@@ -46,33 +44,33 @@ def create_batch(session: Session, batch: Batch, event_details: dict[str, Any]) 
     )
 
 
-def store_entries(
+def store_blocks(
     store: Store,
     batch_id: str,
     priority: int,
-    entries: Iterable[JobRow | Rejection],
+    blocks: Iterable[tuple[list[JobTuple], list[RejectionTuple]]],
     *,
     after_line: int = 0,
     progress: ProgressCallback | None = None,
 ) -> tuple[int, int]:
-    """Insert jobs and rejected rows in transactions of ROWS_PER_TRANSACTION; return counts.
+    """Insert each block of jobs and rejected rows in one transaction; return the counts.
 
-    Entries on lines up to `after_line` are skipped: a resumed submission stored them already.
+    Rows on lines up to `after_line` are skipped: a resumed submission stored them already.
     """
+    inserter = JobInserter(store.engine.dialect)
     jobs = 0
     rejected = 0
-    for job_rows, rejected_rows in _transactions(entries, after_line):
-        created_at = utcnow()
+    for job_rows, rejected_rows in blocks:
+        if after_line:
+            job_rows = [row for row in job_rows if row[2] > after_line]
+            rejected_rows = [row for row in rejected_rows if row[0] > after_line]
         with store.write() as session:
             if job_rows:
-                session.execute(insert(Job), [
-                    _job_values(batch_id, priority, row, created_at) for row in job_rows
-                ])
+                inserter.insert(session, batch_id, priority, job_rows)
             if rejected_rows:
                 session.execute(insert(RejectedRow), [
-                    {"batch_id": batch_id, "line": row.line, "field": row.field,
-                     "reason": row.reason}
-                    for row in rejected_rows
+                    {"batch_id": batch_id, "line": line, "field": field, "reason": reason}
+                    for line, field, reason in rejected_rows
                 ])
         done_before = jobs + rejected
         jobs += len(job_rows)
@@ -82,40 +80,56 @@ def store_entries(
     return jobs, rejected
 
 
-def _transactions(
-    entries: Iterable[JobRow | Rejection], after_line: int
-) -> Iterator[tuple[list[JobRow], list[Rejection]]]:
-    job_rows: list[JobRow] = []
-    rejected_rows: list[Rejection] = []
-    for entry in entries:
-        if entry.line <= after_line:
-            continue
-        if isinstance(entry, JobRow):
-            job_rows.append(entry)
-        else:
-            rejected_rows.append(entry)
-        if len(job_rows) + len(rejected_rows) >= ROWS_PER_TRANSACTION:
-            yield job_rows, rejected_rows
-            job_rows, rejected_rows = [], []
-    if job_rows or rejected_rows:
-        yield job_rows, rejected_rows
+class JobInserter:
+    """Inserts job rows with one DB-API executemany per block.
 
+    SQLAlchemy's executemany runs the bind processors of every column for every row.
+    Here the columns that are the same for a whole block (batch id, status, priority,
+    creation time) are processed once, and only `params` is processed per row, which
+    roughly halves the insert time of a large batch on SQLite.
+    """
 
-def _job_values(batch_id: str, priority: int, row: JobRow, created_at: datetime) -> dict[str, Any]:
-    # Every column is given, so no Python-side default runs per row.
-    return {
-        "batch_id": batch_id,
-        "item_id": row.item_id,
-        "seq": row.seq,
-        "line": row.line,
-        "input_text": row.text,
-        "input_sha256": row.text_sha256,
-        "params": row.params,
-        "priority": priority,
-        "status": JobStatus.QUEUED,
-        "attempts": 0,
-        "created_at": created_at,
-    }
+    _COLUMNS = ("batch_id", "item_id", "seq", "line", "input_text", "input_sha256", "params",
+                "priority", "status", "attempts", "created_at")
+    _PLAIN = ("batch_id", "item_id", "seq", "line", "input_text", "input_sha256")
+
+    def __init__(self, dialect: Dialect) -> None:
+        table = cast(Table, Job.__table__)
+        compiled = insert(table).compile(dialect=dialect, column_keys=list(self._COLUMNS))
+        self.sql = str(compiled)
+        self.positional = bool(compiled.positional)
+        self.order: list[str] = list(compiled.positiontup or []) if self.positional else []
+        self.in_column_order = self.order == list(self._COLUMNS)
+        self.processors = {
+            name: table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
+            for name in self._COLUMNS
+        }
+        # The values of these columns are passed to the driver as they are.
+        for name in self._PLAIN:
+            if self.processors[name] is not None:
+                raise TypeError(f"column jobs.{name} needs a bind processor on {dialect.name}")
+
+    def insert(self, session: Session, batch_id: str, priority: int, rows: list[JobTuple]) -> None:
+        status = self._process("status", JobStatus.QUEUED)
+        created_at = self._process("created_at", utcnow())
+        process_params = self.processors["params"] or (lambda value: value)
+        # None stays SQL NULL rather than the JSON text 'null'.
+        values: list[Any] = [
+            (batch_id, item_id, seq, line, text, digest,
+             None if params is None else process_params(params),
+             priority, status, 0, created_at)
+            for item_id, seq, line, text, digest, params in rows
+        ]
+        if not self.in_column_order:
+            # Named parameters (psycopg), or positional ones in another order.
+            values = [dict(zip(self._COLUMNS, row, strict=True)) for row in values]
+            if self.positional:
+                values = [tuple(row[name] for name in self.order) for row in values]
+        session.connection().exec_driver_sql(self.sql, values)
+
+    def _process(self, name: str, value: Any) -> Any:
+        processor = self.processors[name]
+        return processor(value) if processor is not None else value
 
 
 def stored_counts(session: Session, batch_id: str) -> tuple[int, int]:

@@ -1,9 +1,10 @@
 """Submitting a batch: validate every row, store the jobs, then publish their chunks.
 
-The input is read twice, by design. Nothing may be stored when any row is invalid, yet
-jobs are inserted in transactions of a few thousand rows and memory must stay constant.
-So the first pass only validates, keeping counts, the first rejections and the hashes of
-item ids. The second pass reads the input again and inserts. A failure in
+Nothing may be stored when any row is invalid, yet jobs are inserted in transactions of
+a few thousand rows and memory must stay constant. So submitting takes two passes: the
+first validates every row and writes the valid ones, with their sha256, to a temporary
+spool file, keeping only counts, the first rejections and the hashes of item ids in
+memory. The second pass inserts from the spool, one transaction per block. A failure in
 the second pass deletes the partial batch. A process killed during it leaves a prefix of
 the jobs behind, which the next submission with the same idempotency key completes.
 
@@ -38,14 +39,16 @@ from llmjobs.producer.publishing import publish_batch
 from llmjobs.producer.records import Record, Rejection
 from llmjobs.producer.rules import rules_for
 from llmjobs.producer.sources import FileInput, RowsInput, current_user
+from llmjobs.producer.spool import Spool
 from llmjobs.producer.storage import (
     PROGRESS_EVERY,
+    ROWS_PER_TRANSACTION,
     abort_batch,
     create_batch,
     is_open,
     record_published,
     resume_line,
-    store_entries,
+    store_blocks,
     stored_counts,
     was_published,
 )
@@ -137,10 +140,27 @@ def _submit(
         with store.read() as session:
             existing = find_batch_by_idempotency_key(session, key)
         if existing is not None:
-            return _complete_existing(store, celery_app, source, plan, options, existing, actor)
+            return _complete_existing(
+                settings, store, celery_app, source, plan, options, existing, actor
+            )
 
+    with Spool(settings.home / "spool", ROWS_PER_TRANSACTION) as spool:
+        return _submit_new(settings, store, celery_app, source, plan, options, actor, key, spool)
+
+
+def _submit_new(
+    settings: Settings,
+    store: Store,
+    celery_app: Any,
+    source: _Input,
+    plan: BatchPlan,
+    options: SubmitOptions,
+    actor: str,
+    key: str | None,
+    spool: Spool,
+) -> SubmitOutcome:
     # The whole input is checked before anything is stored.
-    valid, rejected = _validate_all(settings, source, plan, options)
+    valid, rejected = _validate_all(settings, source, plan, options, spool)
     source.check_unchanged()
 
     # The batch row and its audit event first, in one transaction, so jobs can refer to it.
@@ -168,12 +188,14 @@ def _submit(
             existing = find_batch_by_idempotency_key(session, key) if key else None
         if existing is None:
             raise
-        return _complete_existing(store, celery_app, source, plan, options, existing, actor)
+        return _complete_existing(
+            settings, store, celery_app, source, plan, options, existing, actor
+        )
     log.info("Batch %s created: %d jobs, %d rejected rows, from %s.",
              batch.id, valid, rejected, source.name)
 
     try:
-        _store_jobs(store, source, plan, options, batch, after_line=0)
+        _store_jobs(store, spool, plan, options, batch, after_line=0)
     except BaseException as error:
         # Interrupts included: a partial batch must not look like a submitted one.
         _abort_quietly(store, batch.id, actor, error)
@@ -193,15 +215,16 @@ def _idempotency_key(source: _Input, plan: BatchPlan, options: SubmitOptions) ->
 
 
 def _validate_all(
-    settings: Settings, source: _Input, plan: BatchPlan, options: SubmitOptions
+    settings: Settings, source: _Input, plan: BatchPlan, options: SubmitOptions, spool: Spool
 ) -> tuple[int, int]:
-    """Validate every row; return (valid, rejected) or raise ValidationFailed."""
-    validator = RowValidator(rules_for(plan), track_ids=source.track_ids, compute_sha256=False)
+    """Validate every row into the spool; return (valid, rejected) or raise ValidationFailed."""
+    validator = RowValidator(rules_for(plan), track_ids=source.track_ids, compute_sha256=True)
     first: list[Rejection] = []
     valid = 0
     rejected = 0
     with _open_errors_file(options.errors_file) as errors_file:
         for entry in validate(iter(source.records()), validator):
+            spool.add(entry)
             if isinstance(entry, JobRow):
                 valid += 1
             else:
@@ -242,36 +265,35 @@ def _open_errors_file(path: Path | None) -> AbstractContextManager[IO[str] | Non
 
 def _store_jobs(
     store: Store,
-    source: _Input,
+    spool: Spool,
     plan: BatchPlan,
     options: SubmitOptions,
     batch: Batch,
     *,
     after_line: int,
 ) -> None:
-    """Read the input again and insert its rows; raise ProducerError if the counts differ."""
-    validator = RowValidator(rules_for(plan), track_ids=source.track_ids, compute_sha256=True)
-    jobs, rejected = store_entries(
+    """Insert the spooled rows; raise ProducerError if the stored counts differ from the batch."""
+    jobs, rejected = store_blocks(
         store,
         batch.id,
         plan.priority.broker_priority,
-        validate(iter(source.records()), validator),
+        spool.blocks(),
         after_line=after_line,
         progress=options.progress,
     )
-    source.check_unchanged()
     with store.read() as session:
         stored_jobs, stored_rejected = stored_counts(session, batch.id)
     if (stored_jobs, stored_rejected) != (batch.total, batch.rejected):
         raise ProducerError(
-            f"batch {batch.id}: the input gave {stored_jobs} jobs and {stored_rejected} rejected "
-            f"rows, but validation counted {batch.total} and {batch.rejected}; the input "
-            "changed between the two reads"
+            f"batch {batch.id} has {stored_jobs} jobs and {stored_rejected} rejected rows "
+            f"stored, but {batch.total} and {batch.rejected} were expected; the input differs "
+            "from the one first submitted with this idempotency key"
         )
     log.info("Batch %s: stored %d jobs and %d rejected rows.", batch.id, jobs, rejected)
 
 
 def _complete_existing(
+    settings: Settings,
     store: Store,
     celery_app: Any,
     source: _Input,
@@ -289,7 +311,9 @@ def _complete_existing(
         # The first submission was killed while storing: store the rows it did not reach.
         log.info("Batch %s is incomplete (%d of %d jobs stored); storing the rest.",
                  batch.id, stored_jobs, batch.total)
-        _store_jobs(store, source, plan, options, batch, after_line=last_line)
+        with Spool(settings.home / "spool", ROWS_PER_TRANSACTION) as spool:
+            _validate_all(settings, source, plan, options, spool)
+            _store_jobs(store, spool, plan, options, batch, after_line=last_line)
     if published or not is_open(batch):
         return _outcome(source, batch, existing=True, chunks=0, published=published)
     return _publish(store, celery_app, source, plan, options, batch, actor, existing=True)

@@ -19,7 +19,7 @@ from llmjobs.producer.rules import KindRules, RowError, check_string
 MAX_ITEM_ID_CHARS = 200
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class JobRow:
     """A valid row, ready to be stored as a job."""
 
