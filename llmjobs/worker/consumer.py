@@ -250,15 +250,18 @@ class ChunkConsumer:
         )
 
     def _forward(self, kind: JobKind, batch: list[WorkItem]) -> list[ItemResult]:
+        deadline = time.monotonic() + self.settings.generation_timeout_s
+        if self.watchdog is None:
+            return self._run_kind(kind, batch, deadline)
+        with self.watchdog.guard(batch[0].batch_id, [item.job_id for item in batch]):
+            return self._run_kind(kind, batch, deadline)
+
+    def _run_kind(self, kind: JobKind, batch: list[WorkItem], deadline: float) -> list[ItemResult]:
         if self.faults.active:
             self.faults.before_forward(
                 [item.text for item in batch], [kind.token_count(item) for item in batch]
             )
-        deadline = time.monotonic() + self.settings.generation_timeout_s
-        if self.watchdog is None:
-            return kind.run(batch, deadline=deadline)
-        with self.watchdog.guard(batch[0].batch_id, [item.job_id for item in batch]):
-            return kind.run(batch, deadline=deadline)
+        return kind.run(batch, deadline=deadline)
 
     def _free_device_memory(self) -> None:
         import sys

@@ -16,3 +16,4 @@ def configure_worker_logging(level: str) -> None:
     # Celery logs every received and succeeded task; the consumer's per-chunk line is enough.
     logging.getLogger("celery.app.trace").setLevel(logging.WARNING)
     logging.getLogger("celery.worker.strategy").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)

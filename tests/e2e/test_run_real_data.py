@@ -1,0 +1,127 @@
+"""`llmjobs run` end to end on real public data, with embedded defaults.
+
+Each test runs the CLI in a subprocess as a user would: no broker configured (a private
+redis-server starts on a Unix socket), SQLite in LLMJOBS_HOME, tiny checkpoints built on
+first use, a CPU worker. Inputs are read in place from the shared data folder, or sliced
+into a temporary file.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+LLMJOBS = [sys.executable, "-m", "llmjobs.cli.main"]
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One LLMJOBS_HOME for the module, so the tiny checkpoints are built once."""
+    return tmp_path_factory.mktemp("e2e-home")
+
+
+def _env(home: Path) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("LLMJOBS_")}
+    env["LLMJOBS_HOME"] = str(home)
+    return env
+
+
+def _llmjobs(home: Path, *args: str, timeout_s: float = 1200) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*LLMJOBS, *args], env=_env(home), capture_output=True, text=True,
+                          encoding="utf-8", timeout=timeout_s)
+
+
+def _run(home: Path, *args: str) -> dict:
+    completed = _llmjobs(home, "run", *args, "--json")
+    assert completed.returncode in (0, 1), completed.stderr[-3000:]
+    return json.loads(completed.stdout)
+
+
+def _results(home: Path, batch_id: str) -> list[dict]:
+    completed = _llmjobs(home, "results", batch_id, "--format", "jsonl")
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return [json.loads(line) for line in completed.stdout.splitlines()]
+
+
+def _check_job_trail(home: Path, batch_id: str, item_id: str) -> None:
+    completed = _llmjobs(home, "jobs", "show", f"{batch_id}:{item_id}")
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "batch.submitted" in completed.stdout
+    assert "job.succeeded" in completed.stdout
+
+
+def test_moderate_cold(home: Path, shared_data: Path) -> None:
+    source = shared_data / "cold_zh_offensive" / "test.csv"
+    with source.open(encoding="utf-8-sig", newline="") as handle:
+        ids = [row[0] for row in list(csv.reader(handle))[1:]]
+    summary = _run(home, str(source), "--kind", "moderate", "--text-column", "TEXT",
+                   "--id-column", "1")
+    assert summary["status"] == "completed"
+    assert summary["counts"]["succeeded"] == 5323
+
+    rows = _results(home, summary["batch_id"])
+    assert [row["id"] for row in rows] == ids
+    assert all(row["status"] == "succeeded" for row in rows)
+    assert all(row["output"]["decision"] in ("allow", "review", "block") for row in rows)
+    _check_job_trail(home, summary["batch_id"], ids[0])
+
+
+def test_moderate_davidson_first_3000(home: Path, shared_data: Path, tmp_path: Path) -> None:
+    source = shared_data / "davidson_en_hate_offensive" / "labeled_data.csv"
+    with source.open(encoding="utf-8", newline="") as handle:
+        records = list(csv.reader(handle))[:3001]
+    sliced = tmp_path / "davidson_3000.csv"
+    with sliced.open("w", encoding="utf-8", newline="") as handle:
+        csv.writer(handle).writerows(records)
+    summary = _run(home, str(sliced), "--kind", "moderate", "--text-column", "tweet",
+                   "--id-column", "1")
+    assert summary["total"] == 3000
+
+    rows = _results(home, summary["batch_id"])
+    assert [row["id"] for row in rows] == [record[0] for record in records[1:]]
+    assert [row["input"] for row in rows] == [record[6] for record in records[1:]]
+    assert {row["status"] for row in rows} <= {"succeeded", "skipped"}
+
+
+def test_translate_ntrex_500(home: Path, shared_data: Path, tmp_path: Path) -> None:
+    source = shared_data / "ntrex128_en_zh" / "en-zh.jsonl"
+    lines = source.read_text(encoding="utf-8").splitlines()[:500]
+    items = [json.loads(line) for line in lines]
+    sliced = tmp_path / "ntrex_500.jsonl"
+    sliced.write_text("".join(
+        json.dumps({"id": item["id"], "text": item["src_en"]}, ensure_ascii=False) + "\n"
+        for item in items
+    ), encoding="utf-8")
+    summary = _run(home, str(sliced), "--kind", "translate", "--target-lang", "zh",
+                   "--source-lang", "en")
+    assert summary["counts"]["succeeded"] == 500
+
+    rows = _results(home, summary["batch_id"])
+    assert [row["id"] for row in rows] == [item["id"] for item in items]
+    assert all(row["output"]["target_lang"] == "zh" for row in rows)
+    assert all("\ufffd" not in row["output"]["text"] for row in rows)
+    _check_job_trail(home, summary["batch_id"], items[0]["id"])
+
+
+def test_write_csl_titles_200(home: Path, shared_data: Path, tmp_path: Path) -> None:
+    source = shared_data / "csl_zh_title_generation" / "ts_test.tsv"
+    lines = source.read_text(encoding="utf-8").splitlines(keepends=True)[:200]
+    sliced = tmp_path / "csl_200.tsv"
+    sliced.write_text("".join(lines), encoding="utf-8")
+    summary = _run(home, str(sliced), "--kind", "write", "--text-column", "2",
+                   "--template", "headline", "--template-lang", "zh")
+    assert summary["counts"]["succeeded"] == 200
+
+    rows = _results(home, summary["batch_id"])
+    assert [row["id"] for row in rows] == [str(number) for number in range(1, 201)]
+    assert all(row["output"]["finish_reason"] in ("stop", "length") for row in rows)
+    assert all(row["output"]["template"] == "headline@1" for row in rows)
+    _check_job_trail(home, summary["batch_id"], "1")
