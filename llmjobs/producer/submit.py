@@ -9,7 +9,7 @@ the second pass deletes the partial batch. A process killed during it leaves a p
 the jobs behind, which the next submission with the same idempotency key completes.
 
 When Redis cannot be reached after the jobs are stored, the jobs stay queued in the
-store, and the outcome says `published=False`; `llmjobs requeue BATCH`, or submitting
+store, and the outcome has `published=False`. `llmjobs requeue BATCH`, or submitting
 the same input again, publishes them once Redis is back. Publishing twice is harmless:
 a worker skips jobs that are already finished or leased.
 """

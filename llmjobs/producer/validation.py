@@ -1,8 +1,8 @@
 """Row validation shared by every format and kind: shape, item id, duplicates, kind rules.
 
 A validator is deterministic: run over the same records twice, it accepts and rejects
-the same rows. Submit relies on that to validate a whole file in one pass and store it
-in a second pass without keeping the rows in memory.
+the same rows. A resumed submission relies on that: it validates the input again and
+skips the lines that the interrupted one already stored.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ class JobRow:
     seq: int
     line: int
     text: str
-    # sha256 of the text in UTF-8; empty when the validator was told not to compute it.
+    # sha256 of the text in UTF-8; empty when compute_sha256 is off.
     text_sha256: str
     params: dict[str, Any] | None
 
@@ -38,8 +38,8 @@ class RowValidator:
 
     Duplicate detection keeps the 64-bit `hash()` of each accepted id, about 70 bytes per
     row in a Python set (roughly 70 MB for a million rows), never the ids themselves.
-    NOTE: two different ids with the same 64-bit hash would be reported as duplicates;
-    for a million ids the chance is about 3 in 100 million.
+    NOTE: two different ids with the same 64-bit hash would be reported as duplicates.
+    For a million ids the chance of that is about 3 in 100 million.
     """
 
     def __init__(self, rules: KindRules, *, track_ids: bool, compute_sha256: bool) -> None:

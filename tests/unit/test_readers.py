@@ -31,7 +31,9 @@ def open_input(settings: Settings, path: Path, kind: str = "moderate", **options
     return FileInput(path, SubmitOptions(**options), kind, settings)
 
 
-def checked(settings: Settings, path: Path, kind: str = "moderate", **options: Any) -> list[JobRow | Rejection]:
+def checked(
+    settings: Settings, path: Path, kind: str = "moderate", **options: Any
+) -> list[JobRow | Rejection]:
     """Read and validate every record of the file."""
     source = open_input(settings, path, kind, **options)
     validator = RowValidator(
