@@ -42,7 +42,7 @@ def scheduled_date(spec: PipelineSpec, now: datetime) -> date:
 
 @dataclass(frozen=True)
 class CatchUp:
-    """What a starting scheduler does for one pipeline: run a missed date now, or nothing."""
+    """The action of a starting scheduler for one pipeline: run a missed date now, or nothing."""
 
     pipeline: str
     # "run": run `day` now; "skip": `day` was missed and stays missed; "none": nothing missed.

@@ -2,7 +2,7 @@
 
 Beat runs in a thread and sends `llmjobs.run_pipeline(name, date)` to the
 `llmjobs.pipelines` queue. The same process consumes that queue with a thread pool, one
-thread per pipeline, and runs each pipeline with PipelineRunner; the model work itself
+thread per pipeline, and runs each pipeline with PipelineRunner. The model work itself
 goes to the ordinary workers through Redis. Several schedulers may run at once: each
 sends and may receive the same message, and the unique (pipeline, date) run row lets
 exactly one of them run the night.

@@ -2,7 +2,7 @@
 
 `claim` decides what a run reads and records it in the store in one transaction: the new
 files (by path and sha256) or the new watermark range of a SQL table. `rows` then reads
-exactly that input, as often as needed, so a resumed run sees the same items.
+exactly that input, as often as needed, so a resumed run reads the same items.
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ class FileSource(Source):
                         PipelineSourceFile.pipeline == self.spec.name,
                         PipelineSourceFile.path.in_(page),
                     )
-                ).tuples())
+                ).all())
             new = [entry for entry in hashed if (entry[0], entry[1]) not in seen]
             if new:
                 session.execute(insert(PipelineSourceFile), [
