@@ -27,6 +27,7 @@ from llmjobs.producer.records import Rejection
 _OPTION_NAMES = (
     "format", "encoding", "text_column", "id_column", "delimiter", "header", "target_lang",
     "source_lang", "template", "template_language", "max_tokens", "temperature", "top_p", "seed",
+    "thresholds",
     "priority", "chunk_size", "name", "actor", "idempotency_key", "new", "skip_invalid",
     "errors_file",
 )
@@ -67,6 +68,10 @@ _OPTIONS: tuple[Callable[[Any], Any], ...] = (
     click.option("--top-p", type=click.FloatRange(0, 1, min_open=True),
                  help="write: nucleus sampling probability."),
     click.option("--seed", type=click.IntRange(min=0), help="write: sampling seed."),
+    click.option("--threshold", "thresholds", multiple=True, metavar="CATEGORY=REVIEW[:BLOCK]",
+                 callback=lambda _ctx, _param, values: parse_threshold_options(values),
+                 help="moderate: scores at or above REVIEW give review, at or above BLOCK give "
+                      "block, for one taxonomy category (e.g. hate=0.4:0.7); repeatable."),
     click.option("--priority", type=click.Choice([p.value for p in Priority]), default="normal",
                  show_default=True, help="Queue priority of the batch's chunks."),
     click.option("--chunk-size", type=click.IntRange(min=1),
@@ -84,6 +89,25 @@ _OPTIONS: tuple[Callable[[Any], Any], ...] = (
                  help="Write every invalid row to this file as JSON Lines."),
     click.option("--json", "as_json", is_flag=True, help="Print one JSON object for scripts."),
 )
+
+
+def parse_threshold_options(values: tuple[str, ...]) -> dict[str, dict[str, float]] | None:
+    """Parse repeated --threshold CATEGORY=REVIEW[:BLOCK] options into the batch parameter."""
+    thresholds: dict[str, dict[str, float]] = {}
+    for value in values:
+        category, _, bounds = value.partition("=")
+        review, _, block = bounds.partition(":")
+        try:
+            parsed = {"review": float(review)}
+            if block:
+                parsed["block"] = float(block)
+        except ValueError:
+            raise click.BadParameter(
+                f"{value!r}: expected CATEGORY=REVIEW[:BLOCK] with numbers from 0 to 1, "
+                "e.g. hate=0.4:0.7", param_hint="--threshold",
+            ) from None
+        thresholds[category.strip()] = parsed
+    return thresholds or None
 
 
 def submit_options(command: Callable[..., Any]) -> Callable[..., Any]:

@@ -32,6 +32,8 @@ class SubmitOptions:
     temperature: float | None = None
     top_p: float | None = None
     seed: int | None = None
+    # moderate: per-category bounds, {"hate": {"review": 0.5, "block": 0.8}}.
+    thresholds: dict[str, dict[str, float]] | None = None
 
     # Queueing and bookkeeping.
     priority: str = "normal"

@@ -12,6 +12,7 @@ from llmjobs.languages import normalise_language
 from llmjobs.models.base import Priority
 from llmjobs.producer.options import SubmitOptions
 from llmjobs.templates import DEFAULT_LANGUAGE, Template, get_template
+from llmjobs.worker.taxonomy import parse_thresholds
 
 # The sampling fields of write jobs, as batch options and as row fields.
 SAMPLING_FIELDS = ("max_tokens", "temperature", "top_p", "seed")
@@ -53,6 +54,12 @@ def plan_batch(settings: Settings, kind: str, options: SubmitOptions) -> BatchPl
             raise ProducerError(
                 f"--source-lang and --target-lang are both {target!r}; give two different languages"
             )
+    elif kind == "moderate" and options.thresholds:
+        try:
+            parse_thresholds(options.thresholds)
+        except ValueError as error:
+            raise ProducerError(f"--threshold: {error}") from None
+        params["thresholds"] = options.thresholds
     elif kind == "write":
         if options.template is not None:
             template = get_template(options.template, template_language, settings.templates_file)
@@ -122,12 +129,13 @@ def _reject_foreign_options(kind: str, options: SubmitOptions) -> None:
     foreign = {
         "translate": ("target_lang", "source_lang"),
         "write": ("template", "template_language", *SAMPLING_FIELDS),
+        "moderate": ("thresholds",),
     }
     for owner, names in foreign.items():
         if owner == kind:
             continue
         for name in names:
             if getattr(options, name) is not None:
-                flag = "--template-lang" if name == "template_language" else (
-                    "--" + name.replace("_", "-"))
+                flags = {"template_language": "--template-lang", "thresholds": "--threshold"}
+                flag = flags.get(name, "--" + name.replace("_", "-"))
                 raise ProducerError(f"{flag} applies to --kind {owner} only, not {kind}")
