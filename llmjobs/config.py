@@ -237,15 +237,15 @@ def _read_environment(env: Mapping[str, str]) -> dict[str, Any]:
     if checkpoints:
         values["checkpoints"] = checkpoints
 
-    numeric = {f.name: f.type for f in dataclasses.fields(Settings)}
-    for name, kind in numeric.items():
+    numeric = {f.name: str(f.type) for f in dataclasses.fields(Settings)}
+    for name, type_name in numeric.items():
         raw = env.get(f"LLMJOBS_{name.upper()}")
         if raw is None or name in ("home", "database_url", "broker_url", "checkpoints", "config_file"):
             continue
         if name == "templates_file":
             values[name] = Path(raw).expanduser()
             continue
-        values[name] = _parse_scalar(name, raw, str(kind))
+        values[name] = _parse_scalar(name, raw, type_name)
     return values
 
 

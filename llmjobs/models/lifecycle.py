@@ -8,7 +8,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from llmjobs.models.audit import NewEvent, append_events
-from llmjobs.models.base import BatchStatus, JobStatus, utcnow
+from llmjobs.models.base import BatchStatus, JobStatus, rowcount, utcnow
 from llmjobs.models.queries import job_counts
 from llmjobs.models.tables import Batch, Job
 
@@ -55,11 +55,11 @@ def finalise_batch(session: Session, batch_id: str, actor: str) -> BatchStatus |
         return None
     counts = job_counts(session, batch_id)
     status = terminal_status(counts)
-    changed = session.execute(
+    changed = rowcount(session.execute(
         update(Batch)
         .where(Batch.id == batch_id, Batch.status.in_(_OPEN))
         .values(status=status, counts=counts, finished_at=utcnow())
-    ).rowcount
+    ))
     if not changed:
         return None
     append_events(

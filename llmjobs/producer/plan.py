@@ -68,9 +68,9 @@ def plan_batch(settings: Settings, kind: str, options: SubmitOptions) -> BatchPl
         for name in SAMPLING_FIELDS:
             value = getattr(options, name)
             if value is not None:
-                error = sampling_error(name, value)
-                if error:
-                    raise ProducerError(f"--{name.replace('_', '-')} {value!r} is invalid: {error}")
+                problem = sampling_error(name, value)
+                if problem:
+                    raise ProducerError(f"--{name.replace('_', '-')} {value!r} is invalid: {problem}")
                 params[name] = value
 
     try:

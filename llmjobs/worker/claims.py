@@ -10,16 +10,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import bindparam, insert, or_, select, update
+from sqlalchemy import Table, bindparam, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from llmjobs.models.audit import NewEvent, append_events
-from llmjobs.models.base import JobStatus, utcnow
+from llmjobs.models.base import JobStatus, rowcount, utcnow
 from llmjobs.models.tables import Batch, CategoryScore, Job, Result
 
-_jobs = Job.__table__
+_jobs = cast(Table, Job.__table__)
 
 
 @dataclass(frozen=True)
@@ -152,21 +152,21 @@ def reserve_jobs(session: Session, job_ids: Sequence[int], owner: str, lease_s: 
     A worker that dies loses its prefetched messages to Redis's unacked set until the
     visibility timeout; the reservation lets the reaper bring those jobs back much sooner.
     """
-    return session.execute(
+    return rowcount(session.execute(
         update(Job)
         .where(Job.id.in_(list(job_ids)), Job.status == JobStatus.QUEUED)
         .values(lease_owner=owner, lease_expires_at=utcnow() + timedelta(seconds=lease_s))
-    ).rowcount
+    ))
 
 
 def renew_leases(session: Session, owners: Sequence[str], lease_s: int) -> int:
     """Push back the expiry of every job these owners hold or have reserved; return how many."""
-    return session.execute(
+    return rowcount(session.execute(
         update(Job)
         .where(Job.lease_owner.in_(list(owners)),
                Job.status.in_((JobStatus.QUEUED, JobStatus.RUNNING)))
         .values(lease_expires_at=utcnow() + timedelta(seconds=lease_s))
-    ).rowcount
+    ))
 
 
 def write_outcomes(
