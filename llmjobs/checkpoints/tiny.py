@@ -21,8 +21,8 @@ from llmjobs.checkpoints.tokenizer import train_byte_level_bpe, wrap_tokenizer
 log = logging.getLogger(__name__)
 
 SEED = 1234
-# Weights 15 times wider than the usual 0.02 make random models give varied tokens and
-# scores; at 0.02 greedy decoding repeats one token, which would hide batching bugs.
+# Random weights at the usual 0.02 make greedy decoding repeat one token, which would hide
+# batching bugs. At 0.3 the tiny models give varied tokens and scores.
 INITIALIZER_RANGE = 0.3
 # Written last inside a checkpoint folder: its presence means the build finished.
 MANIFEST = "llmjobs-tiny.json"
@@ -78,9 +78,9 @@ def ensure_tiny_checkpoints(home: Path) -> dict[str, Path]:
 
 def build_classifier(
     folder: Path, tokenizer: Any, *, hidden_size: int = 64, layers: int = 2, heads: int = 4,
-    labels: tuple[str, ...] = TOXICITY_LABELS,
+    labels: tuple[str, ...] = TOXICITY_LABELS, multi_label: bool = True,
 ) -> None:
-    """Save an XLM-RoBERTa multi-label classifier with toxicity labels into folder."""
+    """Save an XLM-RoBERTa classifier (multi-label sigmoid, or single-label softmax) into folder."""
     from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
 
     wrapped = wrap_tokenizer(tokenizer, template="<s> $A </s>", special_tokens=_BASE_SPECIAL)
@@ -88,7 +88,8 @@ def build_classifier(
         vocab_size=len(wrapped), hidden_size=hidden_size, num_hidden_layers=layers,
         num_attention_heads=heads, intermediate_size=hidden_size * 4,
         max_position_embeddings=514, pad_token_id=1, bos_token_id=0, eos_token_id=2,
-        problem_type="multi_label_classification", initializer_range=INITIALIZER_RANGE,
+        problem_type="multi_label_classification" if multi_label else "single_label_classification",
+        initializer_range=INITIALIZER_RANGE,
         id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)},
     )
     _seed()

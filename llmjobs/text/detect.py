@@ -1,8 +1,8 @@
 """Language detection with langid, restricted to likely languages, plus a Chinese script check.
 
 langid returns ISO 639-1 codes. Scripts decide first where they are unambiguous (kana is
-Japanese, hangul is Korean), and Chinese text is told apart as Simplified ("zh") or
-Traditional ("zh-Hant") by counting characters that exist in only one of the two scripts.
+Japanese, hangul is Korean). Chinese text is classed as Simplified ("zh") or Traditional
+("zh-Hant") by counting characters that exist in only one of the two scripts.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import functools
 import re
 from typing import Any
 
-# Languages that langid may answer. An unrestricted langid (97 languages) often labels short
-# Chinese or English lines as a rare language; limiting the set keeps answers usable.
+# Languages that langid may return. An unrestricted langid (97 languages) often labels short
+# lines as a rare language, so the set is limited to languages that bulk jobs commonly contain.
 DEFAULT_LANGUAGES = (
     "ar", "de", "en", "es", "fr", "hi", "id", "it", "ja", "ko", "ms", "nl", "pl", "pt",
     "ru", "th", "tr", "uk", "vi", "zh",
@@ -68,7 +68,7 @@ def _language_from_script(text: str) -> str | None:
     if hangul * 2 >= letters:
         return "ko"
     han = len(_HAN.findall(text))
-    # Mostly Han characters: Chinese, whatever langid would say about a few Latin words.
+    # Mostly Han characters means Chinese, even when a few Latin words would sway langid.
     if han * 2 >= letters:
         return chinese_script(text)
     return None

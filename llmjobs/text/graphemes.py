@@ -21,7 +21,7 @@ def is_boundary(text: str, index: int) -> bool:
         return False
     if _is_high_surrogate(previous) and _is_low_surrogate(current):
         return False
-    if previous == ZERO_WIDTH_JOINER or _extends(current):
+    if ZERO_WIDTH_JOINER in (previous, current) or _extends(current):
         return False
     if _is_regional_indicator(current) and _is_regional_indicator(previous):
         # Flags are pairs of regional indicators: cut only after an even-length run.

@@ -44,7 +44,7 @@ class LoadedCheckpoint:
     device: str
     dtype: str
     architecture: str  # classifier | seq2seq | causal
-    # Longest input, in tokens, that the model accepts (position embeddings or tokenizer limit).
+    # Maximum input tokens the model accepts: the position embeddings or the tokenizer limit.
     max_input_tokens: int
     local_dir: Path
 
@@ -192,7 +192,7 @@ def model_max_input_tokens(model: Any, tokenizer: Any) -> int:
 
 
 def hub_offline() -> bool:
-    """Return whether HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE asks for no network access."""
+    """Return whether HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE turns off network access to the hub."""
     truthy = ("1", "true", "yes", "on")
     names = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
     return any(os.environ.get(name, "").lower() in truthy for name in names)

@@ -18,7 +18,7 @@ EMPTY_INPUT_MESSAGE = "input is empty or whitespace only; no model call was made
 
 @dataclass(frozen=True)
 class WorkItem:
-    """One job as a kind sees it."""
+    """One job as the input of a kind."""
 
     job_id: int
     batch_id: str
@@ -79,7 +79,7 @@ class JobKind(ABC):
 
     @property
     def max_input_tokens(self) -> int:
-        """The longest model input: the smaller of the setting and the checkpoint's limit."""
+        """Maximum model input tokens: the smaller of the setting and the checkpoint's limit."""
         return min(self.settings.max_input_tokens, self.checkpoint.max_input_tokens)
 
     def token_count(self, item: WorkItem) -> int:

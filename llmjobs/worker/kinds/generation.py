@@ -224,7 +224,12 @@ def _finish(token_ids: list[int], eos_ids: set[int], max_new_tokens: int) -> Gen
 
 def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
     configured = model.generation_config.eos_token_id
-    ids = set(configured if isinstance(configured, list) else [configured] if configured is not None else [])
+    if isinstance(configured, list):
+        ids = set(configured)
+    elif configured is not None:
+        ids = {configured}
+    else:
+        ids = set()
     if tokenizer.eos_token_id is not None:
         ids.add(tokenizer.eos_token_id)
     return ids

@@ -43,7 +43,7 @@ class Line:
 
 @dataclass
 class ItemPlan:
-    """How one item is translated: its languages, its lines, and its rows in the batch."""
+    """The translation plan of one item: its languages, its lines, and its rows in the batch."""
 
     pair: LanguagePair
     lines: list[Line] = field(default_factory=list)
@@ -71,7 +71,7 @@ class TranslateKind(JobKind):
 
     @property
     def piece_tokens(self) -> int:
-        """The most text tokens one piece may have, leaving room for the adapter's special tokens."""
+        """Maximum text tokens of one piece, leaving room for the adapter's special tokens."""
         return max(8, self.max_input_tokens - self.translator.overhead_tokens)
 
     def languages(self, item: WorkItem) -> LanguagePair:

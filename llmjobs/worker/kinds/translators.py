@@ -1,4 +1,4 @@
-"""Translation adapters: how a checkpoint is told its source and target languages.
+"""Translation adapters: how each kind of checkpoint gets its source and target languages.
 
 - Multilingual seq2seq (NLLB, M2M100): the source language token starts the input and the
   target language token is forced as the first generated token. The tokenizer's special

@@ -52,9 +52,9 @@ class WriteKind(JobKind):
     def messages(self, item: WorkItem) -> tuple[list[dict[str, str]], str | None]:
         """Return the chat messages for the row and "name@version" of its template, if any."""
         params = item.params
-        given = [key for key in ("template", "prompt", "messages") if params.get(key)]
-        if len(given) > 1:
-            raise ValueError(f"set only one of template, prompt and messages; got {', '.join(given)}")
+        sources = [key for key in ("template", "prompt", "messages") if params.get(key)]
+        if len(sources) > 1:
+            raise ValueError(f"set only one of template, prompt and messages; got {', '.join(sources)}")
         if params.get("template"):
             text, template = self._render_template(item)
             return [{"role": "user", "content": text}], template
@@ -81,14 +81,14 @@ class WriteKind(JobKind):
     def token_count(self, item: WorkItem) -> int:
         try:
             messages, _ = self.messages(item)
-        except (ValueError, LlmjobsError):
+        except (ValueError, KeyError, LlmjobsError):
             return len(self.checkpoint.tokenizer(item.text)["input_ids"])
         return len(encode_prompt(self.checkpoint.tokenizer, messages))
 
     def check(self, item: WorkItem) -> ItemResult | None:
         try:
             request = self.request(item)
-        except (ValueError, LlmjobsError) as error:
+        except (ValueError, KeyError, LlmjobsError) as error:
             return failed(item, "invalid_input", str(error))
         length = len(request.prompt_ids)
         if length > self.max_input_tokens:
@@ -140,7 +140,8 @@ class WriteKind(JobKind):
         if not isinstance(reference, str):
             raise ValueError(f"template must be a name such as 'headline' or 'headline@1', got {reference!r}")
         name, _, version = reference.partition("@")
-        language = item.params.get("language")
+        # Rows may name the language; the batch stores --template-lang as template_language.
+        language = item.params.get("language") or item.params.get("template_language")
         template = get_template(name, language=language, templates_file=self.settings.templates_file)
         if version and str(template.version) != version:
             raise ValueError(f"template {name!r} has version {template.version}, not {version!r}")
