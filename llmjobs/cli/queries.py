@@ -76,7 +76,9 @@ def batches_command(context: CliContext, status: str | None, limit: int, as_json
 
 def batch_status(session: Session, batch: Batch) -> dict[str, Any]:
     """Return a batch's status, job counts per status, progress, times and throughput."""
-    counts = job_counts(session, batch.id)
+    # A finished batch stores its final counts (reopening it clears them), so only an open
+    # batch needs a count over all its job rows.
+    counts = dict(batch.counts) if batch.counts is not None else job_counts(session, batch.id)
     done = sum(count for name, count in counts.items() if JobStatus(name).terminal)
     total = sum(counts.values())
     elapsed_s = throughput = None

@@ -140,12 +140,16 @@ def iter_results(
         if filters.decision is not None:
             query = query.where(Result.batch_id == batch_id, Result.decision == filters.decision)
         if filters.category is not None:
-            score_query = select(CategoryScore.job_id).where(
-                CategoryScore.batch_id == batch_id, CategoryScore.category == filters.category
+            # A correlated EXISTS probes the (job_id, category) key of each job read in seq
+            # order, so a page costs the jobs it reads. `Job.id IN (subquery)` made SQLite
+            # build the whole batch's list of matching scores for every page.
+            # NOTE: a filter that matches few jobs reads many jobs per page this way.
+            has_score = select(CategoryScore.job_id).where(
+                CategoryScore.job_id == Job.id, CategoryScore.category == filters.category
             )
             if filters.min_score is not None:
-                score_query = score_query.where(CategoryScore.score >= filters.min_score)
-            query = query.where(Job.id.in_(score_query))
+                has_score = has_score.where(CategoryScore.score >= filters.min_score)
+            query = query.where(has_score.exists())
         rows = session.execute(query).all()
         for row in rows:
             yield ResultRow(
