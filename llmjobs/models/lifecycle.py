@@ -27,16 +27,18 @@ def mark_batch_running(session: Session, batch_id: str) -> None:
 
 
 def terminal_status(counts: dict[str, int]) -> BatchStatus:
-    """The batch status that final job counts imply."""
+    """The batch status that final job counts imply.
+
+    Only `llmjobs cancel` makes cancelled jobs, so any of them means the user stopped the
+    batch, whatever else happened to it.
+    """
     done = counts["succeeded"] + counts["skipped"]
-    if counts["failed"] == 0 and counts["cancelled"] == 0:
+    if counts["cancelled"]:
+        return BatchStatus.CANCELLED
+    if counts["failed"] == 0:
         return BatchStatus.COMPLETED
-    if counts["cancelled"] and counts["failed"] == 0 and done == 0:
-        return BatchStatus.CANCELLED
-    if done == 0 and counts["failed"]:
+    if done == 0:
         return BatchStatus.FAILED
-    if counts["cancelled"] and counts["failed"] == 0:
-        return BatchStatus.CANCELLED
     return BatchStatus.COMPLETED_WITH_ERRORS
 
 

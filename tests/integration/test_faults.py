@@ -7,6 +7,9 @@ per succeeded job, and one terminal transition per batch.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -17,7 +20,7 @@ from llmjobs.config import Settings
 from llmjobs.models import AuditEvent, Batch, BatchStatus, Job, JobStatus, Result, Store
 from tests.helpers import make_batch
 from tests.servers import RedisServer
-from tests.workers import WorkerProcess, wait_until, worker_env
+from tests.workers import LLMJOBS, WorkerProcess, wait_until, worker_env
 
 pytestmark = pytest.mark.slow
 
@@ -186,3 +189,119 @@ def test_hung_generation_times_out(setup) -> None:
     assert hung.error_code == "timeout"
     assert succeeded == 29
     assert "watchdog" in worker.log_text
+
+
+def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*LLMJOBS, *args], env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_sigterm_releases_rest_of_chunk(setup) -> None:
+    settings, store, env, tmp_path = setup
+    batch_id, ids = make_batch(store, _texts(400))
+    _publish(settings, env["LLMJOBS_BROKER_URL"], batch_id, ids, chunk_size=200)
+    env = {**env, "LLMJOBS_MAX_BATCH_SIZE": "2"}
+    first = WorkerProcess(env, tmp_path / "worker1.log", "--kinds", "moderate")
+    wait_until(lambda: _results(store, batch_id) >= 20, 300, "the first results")
+    assert first.stop() == 0
+    assert "releasing the rest of the chunk" in first.log_text
+
+    second = WorkerProcess(env, tmp_path / "worker2.log", "--kinds", "moderate")
+    try:
+        wait_until(lambda: _terminal(store, batch_id), 300, "the batch to finish")
+    finally:
+        second.stop()
+    assert _results(store, batch_id) == 400
+    assert _batch(store, batch_id).status == BatchStatus.COMPLETED
+
+
+def test_cancel_mid_run_then_retry_failed(setup) -> None:
+    settings, store, env, tmp_path = setup
+    texts = _texts(600)
+    for index in range(0, 600, 50):
+        texts[index] = "长" * 300
+    batch_id, ids = make_batch(store, texts)
+    _publish(settings, env["LLMJOBS_BROKER_URL"], batch_id, ids, chunk_size=8)
+    faulty = {**env, "LLMJOBS_MAX_BATCH_SIZE": "2", "LLMJOBS_FAULT_OOM_ABOVE_TOKENS": "200"}
+    worker = WorkerProcess(faulty, tmp_path / "worker1.log", "--kinds", "moderate")
+    try:
+        wait_until(lambda: _results(store, batch_id) >= 100, 300, "the first results")
+        cancelled = _cli(env, "cancel", batch_id, "--json")
+        assert cancelled.returncode == 0, cancelled.stderr
+        wait_until(lambda: _terminal(store, batch_id), 300, "the batch to finish")
+    finally:
+        worker.stop()
+
+    with store.read() as session:
+        counts = {status: session.scalar(select(func.count()).select_from(Job).where(
+            Job.batch_id == batch_id, Job.status == status)) for status in JobStatus}
+    assert counts[JobStatus.CANCELLED] > 0
+    assert counts[JobStatus.QUEUED] == counts[JobStatus.RUNNING] == 0
+    assert _results(store, batch_id) == counts[JobStatus.SUCCEEDED]
+    assert _batch(store, batch_id).status == BatchStatus.CANCELLED
+    failed_ids = _job_ids(store, batch_id, JobStatus.FAILED)
+    succeeded_before = _job_ids(store, batch_id, JobStatus.SUCCEEDED)
+    assert failed_ids
+
+    retried = _cli(env, "retry", batch_id, "--failed", "--json")
+    assert retried.returncode == 0, retried.stderr
+    worker = WorkerProcess(env, tmp_path / "worker2.log", "--kinds", "moderate")
+    try:
+        wait_until(lambda: _terminal(store, batch_id), 300, "the retried jobs to finish")
+    finally:
+        worker.stop()
+    assert _job_ids(store, batch_id, JobStatus.SUCCEEDED) == succeeded_before | failed_ids
+    assert _job_ids(store, batch_id, JobStatus.FAILED) == set()
+    assert len(_job_ids(store, batch_id, JobStatus.CANCELLED)) == counts[JobStatus.CANCELLED]
+
+
+def _job_ids(store: Store, batch_id: str, status: JobStatus) -> set[int]:
+    with store.read() as session:
+        return set(session.scalars(select(Job.id).where(Job.batch_id == batch_id,
+                                                        Job.status == status)))
+
+
+def test_pickle_message_rejected(setup) -> None:
+    settings, store, env, tmp_path = setup
+    batch_id, ids = make_batch(store, _texts(3))
+    app = create_celery_app(settings, env["LLMJOBS_BROKER_URL"])
+    app.conf.accept_content = ["json", "pickle"]
+    app.send_task("llmjobs.run_chunk", args=[batch_id, ids], queue="llmjobs.moderate",
+                  serializer="pickle")
+    worker = WorkerProcess(env, tmp_path / "worker.log", "--kinds", "moderate")
+    try:
+        wait_until(lambda: "pickle" in worker.log_text, 120, "the worker to reject the message")
+        _publish(settings, env["LLMJOBS_BROKER_URL"], batch_id, ids)
+        wait_until(lambda: _terminal(store, batch_id), 120, "the JSON copy to finish")
+    finally:
+        worker.stop()
+    assert "untrusted content" in worker.log_text
+    assert _results(store, batch_id) == 3
+
+
+def test_redis_password_never_printed(tmp_path: Path, checkpoint_env: dict[str, str]) -> None:
+    password = "s3cret-Pa55word"
+    server = RedisServer(Path(f"/tmp/llmjobs-auth-{os.getpid()}"), password=password)
+    server.start()
+    try:
+        client = server.client()
+        client.execute_command("ACL", "SETUSER", "producer", "on", f">{password}", "~*", "&*", "+@all")
+        broker_url = f"unix://producer:{password}@{server.socket}"
+        database_url = f"sqlite:///{tmp_path / 'auth.db'}"
+        env = worker_env(tmp_path / "home", database_url, broker_url, **checkpoint_env)
+        rows = tmp_path / "rows.jsonl"
+        rows.write_text("".join(f'{{"text": "第{i}条"}}\n' for i in range(20)), encoding="utf-8")
+        submitted = _cli(env, "submit", str(rows), "--kind", "moderate", "--json")
+        assert submitted.returncode == 0, submitted.stderr
+        batch_id = json.loads(submitted.stdout)["batch_id"]
+        worker = WorkerProcess(env, tmp_path / "worker.log", "--kinds", "moderate")
+        store = Store(database_url)
+        try:
+            wait_until(lambda: _terminal(store, batch_id), 300, "the batch to finish")
+        finally:
+            worker.stop()
+        status = _cli(env, "status", batch_id)
+    finally:
+        server.stop()
+    assert "producer:***@" in worker.log_text
+    for text in (submitted.stdout, submitted.stderr, worker.log_text, status.stdout, status.stderr):
+        assert password not in text

@@ -298,7 +298,7 @@ def test_cli_cancel_retry_requeue(store: Store, invoke: Invoke, redis_url: str) 
 
     assert cancelled.exit_code == 0, cancelled.output
     assert json.loads(cancelled.stdout)["cancelled"] == 1
-    assert json.loads(cancelled.stdout)["status"] == "completed_with_errors"
+    assert json.loads(cancelled.stdout)["status"] == "cancelled"
     assert retried.exit_code == 0, retried.output
     assert json.loads(retried.stdout)["retried"] == 2
     assert json.loads(retried.stdout)["statuses"] == ["failed", "cancelled"]
