@@ -6,7 +6,10 @@ other fact about the jobs, so a lost or repeated message can never lose or repea
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
+import zlib
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -97,6 +100,10 @@ def publish_chunks(
                     priority=priority.broker_priority,
                     producer=producer,
                     serializer="json",
+                    # Job ids of a chunk are mostly consecutive, so zlib shrinks the body
+                    # from about 840 to 200 base64 characters: about 1.4 kB of Redis memory
+                    # per chunk message instead of 2.0 kB. The worker decompresses it.
+                    compression="zlib",
                     # A short summary instead of Celery's repr of every job id, which
                     # took about a third of publish_chunks' time under cProfile.
                     argsrepr=f"[{batch_id!r}, <{len(chunk)} job ids>]",
@@ -112,6 +119,15 @@ def publish_chunks(
             f"the jobs are stored, so run `llmjobs requeue {batch_id}` once Redis is back"
         ) from error
     return sent
+
+
+def decode_chunk_message(raw: bytes | str) -> tuple[str, list[int]]:
+    """Return (batch_id, job_ids) of a chunk message as kombu stores it in a Redis list."""
+    envelope = json.loads(raw)
+    body = base64.b64decode(envelope["body"])
+    if envelope.get("headers", {}).get("compression"):
+        body = zlib.decompress(body)
+    return message_args(json.loads(body))
 
 
 def message_args(body: Any) -> tuple[str, list[int]]:

@@ -133,7 +133,8 @@ def iter_results(
             .outerjoin(Result, Result.job_id == Job.id)
             .where(Job.batch_id == batch_id, Job.seq > after)
             .order_by(Job.seq)
-            .limit(page_size)
+            # With a limit, read no more rows than are still to be returned.
+            .limit(page_size if limit is None else min(page_size, limit - emitted))
         )
         if filters.status is not None:
             query = query.where(Job.status == JobStatus(filters.status))

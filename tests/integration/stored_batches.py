@@ -5,9 +5,7 @@ Also reads back the chunk messages that operator commands publish to Redis.
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -16,7 +14,7 @@ from typing import Any, cast
 
 import redis
 
-from llmjobs.broker import message_args, queue_name
+from llmjobs.broker import decode_chunk_message, queue_name
 from llmjobs.config import redis_client_url
 from llmjobs.models import (
     Batch,
@@ -111,9 +109,7 @@ def queued_chunks(redis_url: str, kind: str) -> list[tuple[str, list[int]]]:
             if client.type(key) not in (b"list", "list"):
                 continue
             for raw in cast("list[bytes]", client.lrange(key, 0, -1)):
-                message = json.loads(raw)
-                body = json.loads(base64.b64decode(message["body"]))
-                chunks.append(message_args(body))
+                chunks.append(decode_chunk_message(raw))
     finally:
         client.close()
     return chunks

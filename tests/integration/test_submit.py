@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +12,7 @@ import redis
 from celery import Celery
 from sqlalchemy import func, select
 
-from llmjobs.broker import create_celery_app
+from llmjobs.broker import create_celery_app, decode_chunk_message
 from llmjobs.config import Settings
 from llmjobs.errors import ProducerError, ValidationFailed
 from llmjobs.models import AuditEvent, Batch, Job, RejectedRow, Store
@@ -65,9 +64,7 @@ def queued_chunks(client: redis.Redis, queue: str = NORMAL_QUEUE) -> list[tuple[
     """Decode every chunk message waiting in a kombu Redis list, oldest first."""
     chunks = []
     for raw in reversed(client.lrange(queue, 0, -1)):
-        envelope = json.loads(raw)
-        args, _kwargs, _embed = json.loads(base64.b64decode(envelope["body"]))
-        chunks.append((args[0], args[1]))
+        chunks.append(decode_chunk_message(raw))
     return chunks
 
 
