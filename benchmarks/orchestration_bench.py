@@ -6,7 +6,7 @@ starts its own redis-server on a Unix socket and uses fresh SQLite files:
 
 - llmjobs: `submit_rows` stores the jobs and publishes chunks of 64 job ids; then one
   `llmjobs worker --device cpu --kinds moderate` process runs them into the store.
-- naive (orchestration_naive.py): `apply_async` once per item; then one Celery worker
+- naive (orchestration_naive.py): `apply_async` once per item. Then one Celery worker
   (solo pool) runs the model on one text per task and commits one result row per task.
 
 The queue is filled before the worker starts, so Redis memory is read at its peak (after
@@ -18,8 +18,9 @@ With --queries, the llmjobs databases of the smallest and largest size are kept,
 their jobs are marked failed, and the first page (100 rows) of three queries is timed on
 each: results --status failed, results --category C --min-score X, and status.
 
-    .venv/bin/python benchmarks/orchestration_bench.py --sizes 10000,100000 --runs 3 \
-        --llmjobs-sizes 1000000 --queries --output benchmarks/orchestration_results.md
+    .venv/bin/python benchmarks/orchestration_bench.py --sizes 10000 --llmjobs-sizes 100000 \
+        --runs 3 --naive-runs 10000=2 --llmjobs-runs 100000=1 --queries \
+        --output benchmarks/orchestration_results.md
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ sys.path.insert(0, str(BENCHMARKS))
 
 from orchestration_queries import QueryReport, run_queries  # noqa: E402
 
-# Longest wait for one run's worker to drain its queue before the run counts as failed.
+# Maximum wait for one run's worker to drain its queue before the run counts as failed.
 DEFAULT_RUN_TIMEOUT_S = 1800
 READY_MARKER = " ready."
 
@@ -138,7 +139,7 @@ class RedisServer:
                 except redis.RedisError:
                     pass
             time.sleep(0.05)
-        raise RuntimeError(f"redis-server did not answer on {self.socket} within 20 s")
+        raise RuntimeError(f"redis-server did not respond on {self.socket} within 20 s")
 
     def used_memory(self) -> int:
         return int(self.client.info("memory")["used_memory"])
@@ -269,7 +270,7 @@ class Bench:
                 raise RuntimeError(f"submit stored {outcome.jobs} jobs, published={outcome.published}")
             redis_bytes = redis_server.used_memory() - empty
 
-            # Drain: start the worker and wait until the store says the batch finished.
+            # Drain: start the worker and wait until the store shows the batch finished.
             command = [sys.executable, "-m", "llmjobs.cli.main", "worker", "--device", "cpu",
                        "--kinds", "moderate"]
             if self.py_spy is not None:
@@ -394,7 +395,7 @@ def machine_lines(postgres_url: str | None) -> list[str]:
         f"- machine: {cpu}, {os.cpu_count()} cores, {ram_gib:.0f} GiB RAM, {platform.system()} "
         f"{platform.release()}",
         f"- versions: Python {platform.python_version()}, torch {torch.__version__} "
-        f"({torch.get_num_threads()} threads), transformers {transformers.__version__}, celery "
+        f"(workers run with OMP_NUM_THREADS=1), transformers {transformers.__version__}, celery "
         f"{celery.__version__}, kombu {kombu.__version__}, SQLAlchemy {sqlalchemy.__version__}, "
         f"redis-server {redis_version}, SQLite {sqlite3.sqlite_version}",
     ]
@@ -520,7 +521,7 @@ def main() -> None:
     parser.add_argument("--py-spy", type=Path, metavar="DIR",
                         help="record every worker with py-spy into DIR (raw collapsed stacks)")
     parser.add_argument("--timeout-s", type=float, default=DEFAULT_RUN_TIMEOUT_S,
-                        help="longest wait for one run's worker to drain its queue, in seconds")
+                        help="maximum wait for one run's worker to drain its queue, in seconds")
     parser.add_argument("--work", type=Path, help="folder for databases, logs and the checkpoint "
                         "[default: a new temporary folder, deleted at the end]")
     parser.add_argument("--output", type=Path, help="also write the markdown report to this file")
