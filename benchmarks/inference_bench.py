@@ -101,14 +101,16 @@ def bench_write(work: Path, tokenizer: Any, settings: Settings, args: argparse.N
     report("write WriteKind.run, length-sorted micro-batches", prompts=len(items), seconds=seconds)
 
     sizes = [int(size) for size in args.batch_sizes.split(",")]
-    trial = encoded[: min(len(encoded), 64)]
-    trials = {size: bare_generate(checkpoint, trial, size) for size in sizes}
-    best = min(trials, key=lambda size: trials[size])
-    report(
-        "write bare generate batch-size trial",
-        prompts=len(trial),
-        seconds_by_batch_size={size: round(value, 2) for size, value in trials.items()},
-    )
+    best = sizes[0]
+    if len(sizes) > 1:
+        trial = encoded[: min(len(encoded), 64)]
+        trials = {size: bare_generate(checkpoint, trial, size) for size in sizes}
+        best = min(trials, key=lambda size: trials[size])
+        report(
+            "write bare generate batch-size trial",
+            prompts=len(trial),
+            seconds_by_batch_size={size: round(value, 2) for size, value in trials.items()},
+        )
     seconds = bare_generate(checkpoint, encoded, best)
     report("write bare generate, file order", batch_size=best, prompts=len(encoded), seconds=seconds)
 
