@@ -53,7 +53,7 @@ def templates(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any]]:
 
     def get_template(name: str, language: str | None = None, templates_file: Any = None) -> FakeTemplate:
         calls.append((name, language))
-        if name != "headline":
+        if name not in ("headline", "headline@1"):
             raise KeyError(f"template {name!r} not found")
         return FakeTemplate(
             "headline", 1, language, "Headline in {tone} tone for: {text}", "", ("tone", "text")
@@ -105,7 +105,7 @@ def test_template_rendered(write: WriteKind, templates: list[tuple[str, Any]]) -
     assert result.status == "succeeded"
     assert result.output is not None
     assert result.output["template"] == "headline@1"
-    assert set(templates) == {("headline", "zh")}
+    assert set(templates) == {("headline@1", "zh")}
     messages, _ = write.messages(item("x", template="headline", variables={"tone": "calm"}))
     assert messages[0]["content"] == "Headline in calm tone for: x"
 
@@ -225,3 +225,13 @@ def test_results_in_item_order(write: WriteKind) -> None:
 
 def _no_model_call(prepared: object, deadline: float | None) -> object:
     raise AssertionError("the model was called")
+
+
+def test_built_in_template(write: WriteKind) -> None:
+    [result] = write.run([item("本地球队时隔二十年再夺冠军", template="headline", language="zh")])
+    assert result.status == "succeeded"
+    assert result.output is not None
+    assert result.output["template"] == "headline@1"
+    [missing] = write.run([item("text", template="headline@9", language="zh")])
+    assert missing.status == "failed"
+    assert missing.error_code == "invalid_input"

@@ -139,12 +139,10 @@ class WriteKind(JobKind):
         reference = item.params["template"]
         if not isinstance(reference, str):
             raise ValueError(f"template must be a name such as 'headline' or 'headline@1', got {reference!r}")
-        name, _, version = reference.partition("@")
         # Rows may name the language; the batch stores --template-lang as template_language.
         language = item.params.get("language") or item.params.get("template_language")
-        template = get_template(name, language=language, templates_file=self.settings.templates_file)
-        if version and str(template.version) != version:
-            raise ValueError(f"template {name!r} has version {template.version}, not {version!r}")
+        # get_template resolves "name@version", and a bare name to its latest version.
+        template = get_template(reference, language=language, templates_file=self.settings.templates_file)
         variables = item.params.get("variables") or {}
         if not isinstance(variables, Mapping):
             raise ValueError(f"variables must be an object of field -> text, got {variables!r}")
