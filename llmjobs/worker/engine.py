@@ -28,7 +28,11 @@ ARCHITECTURES_FOR_KIND = {
 _WEIGHT_FILE = re.compile(r"^(model|pytorch_model)(-\d+-of-\d+)?\.(safetensors|bin)$")
 _HASH_BLOCK_BYTES = 1 << 20
 # Files a worker needs from a hub repository; other formats (ONNX, GGUF, TF, Flax) are skipped.
-_HUB_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.spm", "*.txt", "*.tiktoken", "*.jinja"]
+# NOTE: *.bin is kept because many older repositories (opus-mt among them) ship only
+# pytorch_model.bin, so a repository with both formats downloads its weights twice.
+_HUB_PATTERNS = [
+    "*.json", "*.safetensors", "*.bin", "*.model", "*.spm", "*.txt", "*.tiktoken", "*.jinja"
+]
 # A tokenizer's model_max_length above this is a "no limit" placeholder, not a real limit.
 _UNSET_MAX_LENGTH = 1_000_000
 
