@@ -52,3 +52,17 @@ def has_surrogates(text: str) -> bool:
 def is_clean(text: str) -> bool:
     """Return whether text has neither U+FFFD nor a surrogate code point."""
     return REPLACEMENT_CHARACTER not in text and not has_surrogates(text)
+
+
+# Unicode categories that show nothing: separators, controls, format characters such as
+# zero-width joiners, byte order marks and direction marks, and unassigned code points.
+_INVISIBLE_CATEGORIES = frozenset({"Zs", "Zl", "Zp", "Cc", "Cf", "Cn", "Co", "Cs"})
+
+
+def is_blank(text: str) -> bool:
+    """True when text has no visible character: empty, whitespace, or only invisible marks."""
+    import unicodedata
+
+    return all(
+        char.isspace() or unicodedata.category(char) in _INVISIBLE_CATEGORIES for char in text
+    )

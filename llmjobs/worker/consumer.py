@@ -13,11 +13,15 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from sqlalchemy import select
+
 from llmjobs.config import Settings
 from llmjobs.errors import GenerationTimeout, InputTooLong, OutOfMemory
-from llmjobs.models.base import JobStatus
+from llmjobs.models.base import BatchStatus, JobStatus
 from llmjobs.models.lifecycle import finalise_batch, mark_batch_running
 from llmjobs.models.session import Store
+from llmjobs.models.tables import Batch
+from llmjobs.text.clean import is_blank
 from llmjobs.worker import claims
 from llmjobs.worker.batching import form_micro_batches
 from llmjobs.worker.claims import Claim, ClaimedJob, Outcome
@@ -82,6 +86,17 @@ class ChunkConsumer:
         report = ChunkReport(batch_id)
         token = f"{self.worker_id}/{uuid.uuid4().hex[:12]}"
 
+        # A finished or cancelled batch has no open job, so its chunks are dropped after one
+        # read instead of a write transaction: cancelling a big batch leaves thousands of
+        # its messages queued ahead of newer work.
+        status = self._with_store_retries(lambda: self._batch_status(batch_id),
+                                          f"reading batch {batch_id}")
+        if status is not None and status.terminal:
+            report.duplicate = len(job_ids)
+            log.info("Batch %s is %s; dropping a chunk of %d jobs.", batch_id, status.value,
+                     len(job_ids))
+            return report
+
         claim = self._with_store_retries(
             lambda: self._claim(batch_id, job_ids, token), f"claiming chunk of batch {batch_id}"
         )
@@ -129,6 +144,11 @@ class ChunkConsumer:
 
     # Claiming and finishing.
 
+    def _batch_status(self, batch_id: str) -> BatchStatus | None:
+        with self.store.read() as session:
+            status = session.scalar(select(Batch.status).where(Batch.id == batch_id))
+        return None if status is None else BatchStatus(status)
+
     def _claim(self, batch_id: str, job_ids: Sequence[int], token: str) -> Claim | None:
         with self.store.write() as session:
             claim = claims.claim_chunk(
@@ -162,9 +182,10 @@ class ChunkConsumer:
         suspects: list[WorkItem] = []
         empty: list[Outcome] = []
         for job in claim.jobs:
-            if not job.text.strip():
+            if is_blank(job.text):
                 empty.append(Outcome(job.job_id, JobStatus.SKIPPED,
-                                     error_code="empty_input", error_message="input text is empty"))
+                                     error_code="empty_input",
+                                     error_message="input text is empty or has no visible character"))
                 continue
             item = WorkItem(job.job_id, claim.batch_id, job.text, _merge(claim.batch_params, job))
             # A job that was running when its worker died runs alone, so that if it kills

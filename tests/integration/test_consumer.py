@@ -84,16 +84,32 @@ def test_consumer_stores_one_result_per_job(tmp_path, database_url: str) -> None
 
 def test_duplicate_delivery_is_noop(tmp_path, database_url: str, caplog) -> None:
     store = Store(database_url)
-    batch_id, ids = make_batch(store, ["a", "b", "c"])
+    # The fourth job is not in the chunk, so the batch stays open after the first delivery.
+    batch_id, ids = make_batch(store, ["a", "b", "c", "d"])
     consumer = _consumer(store, _settings(tmp_path, database_url), EchoKind())
-    consumer.process(batch_id, ids)
+    consumer.process(batch_id, ids[:3])
     with caplog.at_level(logging.INFO, logger="llmjobs.worker.consumer"):
-        second = consumer.process(batch_id, ids)
+        second = consumer.process(batch_id, ids[:3])
     assert second.claimed == 0
     assert second.duplicate == 3
     assert "duplicate delivery ignored" in caplog.text
     with store.read() as session:
         assert session.scalar(select(func.count()).select_from(Result)) == 3
+
+
+def test_chunk_of_finished_batch_dropped(tmp_path, database_url: str, caplog) -> None:
+    store = Store(database_url)
+    batch_id, ids = make_batch(store, ["a", "b"])
+    with store.write() as session:
+        session.execute(update(Batch).where(Batch.id == batch_id)
+                        .values(status=BatchStatus.CANCELLED))
+    kind = EchoKind()
+    with caplog.at_level(logging.INFO, logger="llmjobs.worker.consumer"):
+        report = _consumer(store, _settings(tmp_path, database_url), kind).process(batch_id, ids)
+    assert report.claimed == 0
+    assert kind.batch_sizes == []
+    assert "is cancelled; dropping a chunk of 2 jobs" in caplog.text
+    assert _statuses(store, batch_id) == {"queued": 2}
 
 
 def test_oom_halving_isolates_huge_item(tmp_path, database_url: str) -> None:
@@ -111,7 +127,11 @@ def test_oom_halving_isolates_huge_item(tmp_path, database_url: str) -> None:
     assert huge.error_code == "input_too_long"
 
 
-@pytest.mark.parametrize("text", [pytest.param("", id="empty"), pytest.param(" \n\t　", id="spaces")])
+@pytest.mark.parametrize("text", [
+    pytest.param("", id="empty"),
+    pytest.param(" \n\t　", id="spaces"),
+    pytest.param("\u200b\u200d\ufeff\u202e", id="invisible"),
+])
 def test_blank_input_skipped(tmp_path, database_url: str, text: str) -> None:
     store = Store(database_url)
     batch_id, ids = make_batch(store, [text, "real"])

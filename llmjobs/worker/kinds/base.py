@@ -11,6 +11,7 @@ from typing import Any, ClassVar, TypeVar
 
 from llmjobs.config import Settings
 from llmjobs.errors import GenerationTimeout, OutOfMemory
+from llmjobs.text.clean import is_blank
 from llmjobs.worker.engine import LoadedCheckpoint
 
 EMPTY_INPUT_MESSAGE = "input is empty or whitespace only; no model call was made"
@@ -116,7 +117,7 @@ class JobKind(ABC):
         results: list[ItemResult | None] = [None] * len(items)
         runnable: list[int] = []
         for index, item in enumerate(items):
-            if not item.text.strip():
+            if is_blank(item.text):
                 results[index] = ItemResult(
                     job_id=item.job_id, status="skipped", error_message=EMPTY_INPUT_MESSAGE
                 )
