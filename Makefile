@@ -8,7 +8,8 @@ TORCH_PIN ?= torch==2.13.0
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	# The CPU wheel first, so the package's looser torch requirement is already met.
+	# The pinned torch first, so the package's looser torch requirement is already met.
+	# On a machine whose pip finds no local CPU wheel, this is PyPI's CUDA build (several GB).
 	$(VENV)/bin/pip install --quiet $(TORCH_PIN)
 	$(VENV)/bin/pip install --quiet -e '.[dev]'
 	touch $@

@@ -47,7 +47,7 @@ class Settings:
     max_batch_size: int = 32
     # Padding-aware budget: rows x longest row in a micro-batch, in tokens.
     max_batch_tokens: int = 16_384
-    max_input_tokens: int = 512
+    max_input_tokens: int = 2048
     max_new_tokens: int = 64
     device: str = "auto"
     dtype: str = "auto"

@@ -17,7 +17,10 @@ from tests.servers import (
     require_servers,
 )
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED_DATA = Path(
+    os.environ.get("LLMJOBS_SHARED_DATA")
+    or Path(__file__).resolve().parents[2] / "shared" / "data"
+)
 _database_numbers = itertools.count()
 
 

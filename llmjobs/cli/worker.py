@@ -6,7 +6,7 @@ import click
 
 from llmjobs.cli.common import CliContext, pass_cli
 from llmjobs.config import KINDS
-from llmjobs.embedded import broker_url_for
+from llmjobs.embedded import EmbeddedRedis
 from llmjobs.errors import WorkerError
 
 
@@ -46,10 +46,20 @@ def worker_command(context: CliContext, gpus: str | None, device: str, kinds_tex
     except WorkerError as error:
         raise click.BadParameter(str(error), param_hint="--gpus") from None
     specs = plan_workers(gpu_indexes, device, kinds)
-    with broker_url_for(settings) as broker_url:
-        launcher = Launcher(specs, broker_url, loglevel.upper(), settings.config_file,
+    if settings.broker_url:
+        launcher = Launcher(specs, settings.broker_url, loglevel.upper(), settings.config_file,
                             restart=not no_restart)
+        raise SystemExit(launcher.run())
+
+    # The private redis-server: restarted by this launcher if it dies while workers use it.
+    server = EmbeddedRedis(settings.home)
+    server.acquire()
+    try:
+        launcher = Launcher(specs, server.url, loglevel.upper(), settings.config_file,
+                            restart=not no_restart, keepalive=server.ensure_running)
         status = launcher.run()
+    finally:
+        server.release()
     raise SystemExit(status)
 
 

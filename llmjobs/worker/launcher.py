@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -30,6 +30,7 @@ RESTART_PAUSE_S = 2.0
 MAX_RESTARTS = 5
 RESTART_WINDOW_S = 300.0
 STOP_TIMEOUT_S = 600.0
+KEEPALIVE_S = 2.0
 
 
 @dataclass
@@ -104,12 +105,16 @@ class Launcher:
         loglevel: str = "INFO",
         config_file: Path | None = None,
         restart: bool = True,
+        keepalive: Callable[[], object] | None = None,
     ) -> None:
         self.specs = list(specs)
         self.broker_url = broker_url
         self.loglevel = loglevel
         self.config_file = config_file
         self.restart = restart
+        # Called every KEEPALIVE_S while workers run, e.g. to restart a private redis-server.
+        self.keepalive = keepalive
+        self._last_keepalive = time.monotonic()
         self.children: list[_Child] = []
         self._stopping = False
 
@@ -180,6 +185,7 @@ class Launcher:
                 alive = True
             if not alive:
                 break
+            self._run_keepalive()
             if self._stopping and stop_deadline is None:
                 stop_deadline = time.monotonic() + STOP_TIMEOUT_S
             if stop_deadline is not None and time.monotonic() > stop_deadline:
@@ -189,6 +195,17 @@ class Launcher:
                     if child.process.poll() is None:
                         child.process.kill()
         return 0 if self._stopping else status
+
+    def _run_keepalive(self) -> None:
+        if self.keepalive is None or self._stopping:
+            return
+        if time.monotonic() - self._last_keepalive < KEEPALIVE_S:
+            return
+        self._last_keepalive = time.monotonic()
+        try:
+            self.keepalive()
+        except Exception as error:
+            log.warning("Keep-alive check failed: %s", error)
 
     def _may_restart(self, child: _Child) -> bool:
         if not self.restart:
