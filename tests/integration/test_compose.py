@@ -62,7 +62,7 @@ def config() -> dict[str, Any]:
 
 def test_compose_config_services(config: dict[str, Any]) -> None:
     assert set(config["services"]) == {
-        "redis", "postgres", "migrate", "worker-gpu0", "worker-gpu1", "flower",
+        "redis", "postgres", "migrate", "worker-gpu0", "worker-gpu1", "scheduler", "flower",
     }
 
 
