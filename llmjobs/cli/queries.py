@@ -186,6 +186,18 @@ def results_command(
         raise click.UsageError("--min-score needs --category to say which score to compare")
     if (excel or no_formula_escape) and format_name != "csv":
         raise click.UsageError("--excel and --no-formula-escape apply to --format csv only")
+    if category is not None:
+        from llmjobs.worker.taxonomy import CATEGORIES
+
+        if category not in CATEGORIES:
+            raise click.BadParameter(
+                f"{category!r} is not a taxonomy category; expected one of "
+                f"{', '.join(sorted(CATEGORIES))} (see docs/taxonomy.md)",
+                param_hint="--category",
+            )
+    if decision is not None and decision not in ("allow", "review", "block"):
+        raise click.BadParameter(f"{decision!r}: expected allow, review or block",
+                                 param_hint="--decision")
 
     filters = ResultFilter(status=status, decision=decision, category=category, min_score=min_score)
     with context.store.read() as session:
