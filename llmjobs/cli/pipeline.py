@@ -7,6 +7,7 @@ pipeline file or bad usage.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -224,7 +225,9 @@ def _session(context: CliContext, spec: Any, with_worker: bool, device: str) -> 
             stop_reason = None
             if with_worker:
                 kinds = sorted({step.kind for step in spec.steps})
-                worker = stack.enter_context(local_worker(broker_url, kinds, device, settings.config_file))
+                log_path = settings.home / "logs" / f"pipeline-worker-{os.getpid()}.log"
+                worker = stack.enter_context(
+                    local_worker(broker_url, kinds, device, settings.config_file, log_path))
                 stop_reason = worker.stop_reason
             yield client, stop_reason or (lambda: None)
 

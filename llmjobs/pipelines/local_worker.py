@@ -20,23 +20,34 @@ class LocalWorker:
     """`llmjobs worker` in its own process group, pointed at this command's broker."""
 
     def __init__(self, broker_url: str, kinds: Sequence[str], device: str,
-                 config_file: Path | None) -> None:
+                 config_file: Path | None, log_path: Path | None = None) -> None:
         env = dict(os.environ)
         env["LLMJOBS_BROKER_URL"] = broker_url
         if config_file is not None:
             env["LLMJOBS_CONFIG"] = str(config_file)
         command = [sys.executable, "-m", "llmjobs.cli.main", "worker", "--device", device,
                    "--kinds", ",".join(kinds), "--no-restart"]
+        # The worker's banner and per-chunk lines go to a log file, not over the run's output.
+        self.log_path = log_path
+        output = None
+        if log_path is not None:
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            output = log_path.open("ab")
         self.process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL,
+                                        stdout=output, stderr=subprocess.STDOUT if output else None,
                                         start_new_session=True)
-        log.info("Started worker process %d for %s on %s.", self.process.pid, ",".join(kinds), device)
+        if output is not None:
+            output.close()
+        log.info("Started worker process %d for %s on %s (log: %s).", self.process.pid,
+                 ",".join(kinds), device, log_path or "this terminal")
 
     def stop_reason(self) -> str | None:
         """Return why runs cannot progress (the worker exited), or None while it runs."""
         code = self.process.poll()
         if code is None:
             return None
-        return f"the worker started by --with-worker exited with code {code}; see its log above"
+        where = self.log_path or "its output above"
+        return f"the worker started by --with-worker exited with code {code}; see {where}"
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -56,8 +67,8 @@ class LocalWorker:
 
 @contextlib.contextmanager
 def local_worker(broker_url: str, kinds: Sequence[str], device: str,
-                 config_file: Path | None) -> Iterator[LocalWorker]:
-    worker = LocalWorker(broker_url, kinds, device, config_file)
+                 config_file: Path | None, log_path: Path | None = None) -> Iterator[LocalWorker]:
+    worker = LocalWorker(broker_url, kinds, device, config_file, log_path)
     try:
         yield worker
     finally:
