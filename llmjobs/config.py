@@ -50,6 +50,9 @@ class Settings:
     max_input_tokens: int = 2048
     max_new_tokens: int = 64
     device: str = "auto"
+    # Intra-op threads of torch in each worker process; 0 keeps torch's default (one per
+    # core). Set it when several CPU workers share a host, or they slow each other down.
+    torch_threads: int = 0
     dtype: str = "auto"
     lease_s: int = 120
     reaper_interval_s: int = 15
@@ -122,6 +125,10 @@ class Settings:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ConfigError(f"setting {name} must be a positive integer, got {value!r}")
+        if isinstance(self.torch_threads, bool) or not isinstance(self.torch_threads, int) or (
+            self.torch_threads < 0
+        ):
+            raise ConfigError(f"setting torch_threads must be 0 or more, got {self.torch_threads!r}")
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
             raise ConfigError(
                 f"setting dtype must be auto, float32, bfloat16 or float16, got {self.dtype!r}"

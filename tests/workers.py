@@ -23,6 +23,8 @@ def worker_env(home: Path, database_url: str, broker_url: str, **extra: str) -> 
         "LLMJOBS_BROKER_URL": broker_url,
         "LLMJOBS_LEASE_S": "6",
         "LLMJOBS_REAPER_INTERVAL_S": "1",
+        # Several workers and the tests share two cores; more threads only contend.
+        "LLMJOBS_TORCH_THREADS": "1",
         "PYTHONUNBUFFERED": "1",
     })
     env.update(extra)

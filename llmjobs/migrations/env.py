@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from alembic import context
+
+from llmjobs.models import (
+    pipeline_tables,  # noqa: F401  (registers the pipeline source tables)
+    tables,  # noqa: F401  (registers the tables on Base.metadata)
+)
 from llmjobs.models.base import Base
 from llmjobs.models.session import create_store_engine
-from llmjobs.models import tables  # noqa: F401  (registers the tables on Base.metadata)
-from llmjobs.models import pipeline_tables  # noqa: F401  (registers the pipeline source tables)
 
 config = context.config
 target_metadata = Base.metadata

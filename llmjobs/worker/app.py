@@ -66,6 +66,10 @@ def build_runtime(
     from llmjobs.worker.kinds.registry import create_kind
 
     node_name = node_name_for(gpu_index)
+    if settings.torch_threads:
+        import torch
+
+        torch.set_num_threads(settings.torch_threads)
     store = Store(settings.database_url)
     kinds = {name: create_kind(name, settings, device) for name in kind_names}
     app = create_celery_app(settings, broker_url)

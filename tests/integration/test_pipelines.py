@@ -101,7 +101,7 @@ def start_worker(tmp_path: Path, settings: Settings, checkpoint_env: dict[str, s
                  *args: str) -> WorkerProcess:
     # Short generations: tiny checkpoints write noise, and CPU decoding is the slow part.
     env = worker_env(settings.home, settings.database_url, str(settings.broker_url),
-                     LLMJOBS_MAX_NEW_TOKENS="8", **checkpoint_env)
+                     LLMJOBS_MAX_NEW_TOKENS="8", LLMJOBS_MAX_INPUT_TOKENS="48", **checkpoint_env)
     return WorkerProcess(env, tmp_path / f"{name}.log", *args)
 
 

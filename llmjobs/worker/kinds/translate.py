@@ -133,7 +133,7 @@ class TranslateKind(JobKind):
         for indexes in self._sub_batches(prepared):
             rows = [prepared.rows[index] for index in indexes]
             # Translations need room to grow: Chinese to English often takes more tokens.
-            limit = min(self.checkpoint.max_input_tokens, 2 * max(len(row) for row in rows) + 16)
+            limit = min(self.max_input_tokens, 2 * max(len(row) for row in rows) + 16)
             options = [GenerationOptions(max_new_tokens=limit)] * len(rows)
             forced = self.translator.forced_bos_token_id(prepared.targets[indexes[0]])
             generated = generate(self.checkpoint, rows, options, deadline, forced)
