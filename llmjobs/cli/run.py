@@ -100,7 +100,8 @@ def _process(client: Client, settings: Settings, kind: str, device: str, batch_i
 def _start_worker(broker_url: str, kind: str, device: str, settings: Settings,
                   log_file: IO[bytes]) -> subprocess.Popen[bytes]:
     env = dict(os.environ, LLMJOBS_BROKER_URL=broker_url, LLMJOBS_HOME=str(settings.home),
-               LLMJOBS_DATABASE_URL=settings.database_url)
+               LLMJOBS_DATABASE_URL=settings.database_url,
+               LLMJOBS_EXIT_WITH_PID=str(os.getpid()))
     command = [sys.executable, "-m", "llmjobs.cli.main"]
     if settings.config_file:
         command += ["--config", str(settings.config_file)]

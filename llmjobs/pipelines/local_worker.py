@@ -23,6 +23,7 @@ class LocalWorker:
                  config_file: Path | None, log_path: Path | None = None) -> None:
         env = dict(os.environ)
         env["LLMJOBS_BROKER_URL"] = broker_url
+        env["LLMJOBS_EXIT_WITH_PID"] = str(os.getpid())
         if config_file is not None:
             env["LLMJOBS_CONFIG"] = str(config_file)
         command = [sys.executable, "-m", "llmjobs.cli.main", "worker", "--device", device,

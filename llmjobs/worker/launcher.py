@@ -54,6 +54,16 @@ class _Child:
     done: bool = False
 
 
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def parse_gpus(text: str) -> list[int]:
     """Parse --gpus: "0,1", "2" or "all"."""
     if text.strip() == "all":
@@ -197,7 +207,16 @@ class Launcher:
         return 0 if self._stopping else status
 
     def _run_keepalive(self) -> None:
-        if self.keepalive is None or self._stopping:
+        if self._stopping:
+            return
+        # A worker started for one command (`llmjobs run`) stops when that command is gone,
+        # even if it was killed with SIGKILL and could not stop the worker itself.
+        owner = os.environ.get("LLMJOBS_EXIT_WITH_PID")
+        if owner and owner.isdigit() and not _process_exists(int(owner)):
+            log.warning("Process %s that started these workers is gone; stopping.", owner)
+            self._on_signal(signal.SIGTERM, None)
+            return
+        if self.keepalive is None:
             return
         if time.monotonic() - self._last_keepalive < KEEPALIVE_S:
             return
