@@ -154,6 +154,9 @@ class WriteKind(JobKind):
 def _generation_params(params: Mapping[str, Any]) -> dict[str, Any]:
     # Sampling fields may come at the top level of a row or inside "generation"; the latter wins.
     top_level = {key: params[key] for key in _SAMPLING_KEYS if params.get(key) is not None}
+    # The producer stores --max-tokens and the OpenAI batch field under their own name.
+    if params.get("max_tokens") is not None and "max_new_tokens" not in top_level:
+        top_level["max_new_tokens"] = params["max_tokens"]
     nested = params.get("generation")
     if nested is not None and not isinstance(nested, Mapping):
         raise ValueError(f"generation must be an object, got {nested!r}")

@@ -1,4 +1,4 @@
-"""Moderation thresholds given to submit: option parsing and batch parameters."""
+"""Submit options that the worker reads back: moderation thresholds and max tokens."""
 
 from __future__ import annotations
 
@@ -50,3 +50,11 @@ def test_thresholds_only_for_moderate(tmp_path) -> None:
     with pytest.raises(ProducerError, match="--threshold applies to --kind moderate"):
         plan_batch(_settings(tmp_path), "translate",
                    SubmitOptions(target_lang="en", thresholds={"hate": {"review": 0.4}}))
+
+
+def test_write_reads_max_tokens_from_submit() -> None:
+    from llmjobs.worker.kinds.write import _generation_params
+
+    assert _generation_params({"max_tokens": 12})["generation"]["max_new_tokens"] == 12
+    nested = {"max_tokens": 12, "generation": {"max_new_tokens": 5}}
+    assert _generation_params(nested)["generation"]["max_new_tokens"] == 5
