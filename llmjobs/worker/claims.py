@@ -48,7 +48,7 @@ class Claim:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What a micro-batch produced for one job, ready to be stored."""
+    """The outcome of one job in a micro-batch, ready to be stored."""
 
     job_id: int
     status: JobStatus

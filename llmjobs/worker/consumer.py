@@ -1,6 +1,6 @@
 """The chunk consumer: claim a chunk's jobs, run them in micro-batches, store the outcomes.
 
-It knows nothing of Celery: the task calls `ChunkConsumer.process(batch_id, job_ids)`.
+It does not depend on Celery: the task calls `ChunkConsumer.process(batch_id, job_ids)`.
 """
 
 from __future__ import annotations

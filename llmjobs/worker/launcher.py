@@ -35,7 +35,7 @@ KEEPALIVE_S = 2.0
 
 @dataclass
 class WorkerSpec:
-    """What one worker process runs: its GPU (None for CPU) and its kinds."""
+    """The GPU (None for the CPU) and the kinds of one worker process."""
 
     gpu_index: int | None
     kinds: list[str]
@@ -95,7 +95,7 @@ def count_gpus() -> int:
 
 
 def plan_workers(gpus: Sequence[int] | None, device: str, kinds: list[str]) -> list[WorkerSpec]:
-    """One spec per GPU; with no GPUs (or --device cpu), one CPU worker."""
+    """Return one spec per GPU, or a single CPU spec with no GPU or with --device cpu."""
     if device == "cpu":
         return [WorkerSpec(None, kinds, "cpu")]
     if gpus is None:
