@@ -1,9 +1,9 @@
 """Query timings of the orchestration benchmark, and the PostgreSQL database per run.
 
-The moderation kind has no input that fails on its own (empty input is skipped, long input
-is truncated), so failures are marked afterwards: every job whose seq ends in 07 (1%) is
-set to failed with error code `bench_marked`, its result and scores are deleted, and the
-batch is finished again by `finalise_batch`, so its stored counts match its jobs.
+The moderation kind has no input that fails on its own: empty input is skipped and long
+input is truncated. So failures are marked afterwards. Every job whose seq ends in 07 (1%)
+is set to failed with error code `bench_marked`, and its result and scores are deleted.
+Then `finalise_batch` finishes the batch again, so its stored counts match its jobs.
 
 Each query runs the code that the CLI command runs, in this process, so that process
 start-up does not hide the query cost: `iter_export_rows` with the filters of

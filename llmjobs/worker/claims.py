@@ -20,7 +20,7 @@ from llmjobs.models.base import JobStatus, rowcount, utcnow
 from llmjobs.models.tables import Batch, CategoryScore, Job, Result
 
 # Core tables: an executemany on them skips the ORM's bulk-insert bookkeeping per row,
-# which took about a quarter of write_outcomes' time under py-spy.
+# which took roughly a quarter of write_outcomes' samples in a py-spy profile.
 _jobs = cast(Table, Job.__table__)
 _results = cast(Table, Result.__table__)
 _scores = cast(Table, CategoryScore.__table__)
