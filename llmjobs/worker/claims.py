@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, insert, or_, select, update
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from llmjobs.models.audit import NewEvent, append_events
@@ -70,58 +70,73 @@ def claim_chunk(
     lease_s: int,
     max_attempts: int,
 ) -> Claim | None:
-    """Lease the chunk's claimable jobs to this token; return None if the batch is gone."""
+    """Lease the chunk's claimable jobs to this token; return None if the batch is gone.
+
+    The chunk's rows are read by primary key only and the decision is made here, then
+    written back by primary key. SQLite, having no statistics, would otherwise answer a
+    query that also filters on batch or status from those indexes, scanning every job
+    of the batch for each chunk. The rows cannot change in between: SQLite's write
+    transaction is exclusive, and PostgreSQL locks them with FOR UPDATE.
+    """
     batch = session.get(Batch, batch_id)
     if batch is None:
         return None
     now = utcnow()
-    ids = list(job_ids)
-    expired_lease = (Job.status == JobStatus.RUNNING) & (Job.lease_expires_at < now)
+    query = select(
+        Job.id, Job.batch_id, Job.status, Job.lease_expires_at, Job.attempts, Job.not_before,
+    ).where(Job.id.in_(list(job_ids)))
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update()
+    rows = [row for row in session.execute(query).all() if row.batch_id == batch_id]
+
+    def lease_expired(row: Any) -> bool:
+        return bool(JobStatus(row.status) == JobStatus.RUNNING
+                    and row.lease_expires_at is not None and row.lease_expires_at < now)
 
     # A job whose lease expired after max_attempts model runs keeps killing its worker.
-    poisoned = session.scalars(
-        update(Job)
-        .where(Job.id.in_(ids), Job.batch_id == batch_id, expired_lease,
-               Job.attempts >= max_attempts)
-        .values(status=JobStatus.FAILED, error_code="poison", finished_at=now,
-                lease_owner=None, lease_expires_at=None,
-                error_message=f"the worker was lost {max_attempts} times while running this job")
-        .returning(Job.id)
-    ).all()
+    poisoned = [row.id for row in rows if lease_expired(row) and row.attempts >= max_attempts]
+    claimable = [
+        row.id for row in rows
+        if (JobStatus(row.status) == JobStatus.QUEUED
+            or (lease_expired(row) and row.attempts < max_attempts))
+        and (row.not_before is None or row.not_before <= now)
+    ]
     if poisoned:
+        session.execute(
+            update(Job)
+            .where(Job.id.in_(poisoned))
+            .values(status=JobStatus.FAILED, error_code="poison", finished_at=now,
+                    lease_owner=None, lease_expires_at=None,
+                    error_message=f"the worker was lost {max_attempts} times while running this job")
+        )
         append_events(session, [
             NewEvent(token, "job.failed", batch_id, job_id, {"error_code": "poison"})
             for job_id in poisoned
         ])
-
-    session.execute(
-        update(Job)
-        .where(
-            Job.id.in_(ids),
-            Job.batch_id == batch_id,
-            or_(Job.status == JobStatus.QUEUED, expired_lease),
-            or_(Job.not_before.is_(None), Job.not_before <= now),
+    claimed: list[ClaimedJob] = []
+    if claimable:
+        session.execute(
+            update(Job)
+            .where(Job.id.in_(claimable))
+            .values(status=JobStatus.RUNNING, lease_owner=token,
+                    lease_expires_at=now + timedelta(seconds=lease_s), not_before=None)
         )
-        .values(status=JobStatus.RUNNING, lease_owner=token,
-                lease_expires_at=now + timedelta(seconds=lease_s), not_before=None)
-    )
-    rows = session.execute(
-        select(Job.id, Job.input_text, Job.params, Job.attempts, Job.status, Job.lease_owner)
-        .where(Job.id.in_(ids), Job.batch_id == batch_id)
-    ).all()
-    claimed = [
-        ClaimedJob(row.id, row.input_text, row.params or {}, row.attempts)
-        for row in rows if row.lease_owner == token
-    ]
-    finished = sum(1 for row in rows if JobStatus(row.status).terminal)
+        claimed = [
+            ClaimedJob(row.id, row.input_text, row.params or {}, row.attempts)
+            for row in session.execute(
+                select(Job.id, Job.input_text, Job.params, Job.attempts)
+                .where(Job.id.in_(claimable))
+            )
+        ]
+    finished = sum(1 for row in rows if JobStatus(row.status).terminal) + len(poisoned)
     return Claim(
         batch_id=batch_id,
         kind=batch.kind,
         batch_params=dict(batch.params or {}),
         jobs=claimed,
-        already_finished=finished,
+        already_finished=finished - len(poisoned),
         held_elsewhere=len(rows) - len(claimed) - finished,
-        poisoned=list(poisoned),
+        poisoned=poisoned,
     )
 
 
@@ -154,11 +169,23 @@ def reserve_jobs(session: Session, job_ids: Sequence[int], owner: str, lease_s: 
     """Lease queued jobs whose message this worker has received but not started yet.
 
     A worker that dies loses its prefetched messages to Redis's unacked set until the
-    visibility timeout; the reservation lets the reaper bring those jobs back much sooner.
+    visibility timeout. The reservation lets the reaper bring those jobs back much sooner.
     """
+    ids = list(job_ids)
+    if session.get_bind().dialect.name == "sqlite":
+        # By primary key only, for the reason given in claim_chunk; the exclusive write
+        # transaction keeps the status read and the update together.
+        rows = session.execute(select(Job.id, Job.status).where(Job.id.in_(ids))).all()
+        ids = [row.id for row in rows if JobStatus(row.status) == JobStatus.QUEUED]
+        if not ids:
+            return 0
+        return rowcount(session.execute(
+            update(Job).where(Job.id.in_(ids))
+            .values(lease_owner=owner, lease_expires_at=utcnow() + timedelta(seconds=lease_s))
+        ))
     return rowcount(session.execute(
         update(Job)
-        .where(Job.id.in_(list(job_ids)), Job.status == JobStatus.QUEUED)
+        .where(Job.id.in_(ids), Job.status == JobStatus.QUEUED)
         .values(lease_owner=owner, lease_expires_at=utcnow() + timedelta(seconds=lease_s))
     ))
 
@@ -167,8 +194,9 @@ def renew_leases(session: Session, owners: Sequence[str], lease_s: int) -> int:
     """Push back the expiry of every job these owners hold or have reserved; return how many."""
     return rowcount(session.execute(
         update(Job)
-        .where(Job.lease_owner.in_(list(owners)),
-               Job.status.in_((JobStatus.QUEUED, JobStatus.RUNNING)))
+        # Only queued and running jobs carry a lease owner: finishing a job clears it. A
+        # status condition here would make SQLite scan the status index instead.
+        .where(Job.lease_owner.in_(list(owners)))
         .values(lease_expires_at=utcnow() + timedelta(seconds=lease_s))
     ))
 
