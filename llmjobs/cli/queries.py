@@ -127,7 +127,7 @@ def status_command(context: CliContext, batch_id: str, as_json: bool) -> None:
     lines = [
         f"Batch       {summary['id']}" + (f"  ({summary['name']})" if summary["name"] else ""),
         f"Kind        {summary['kind']}",
-        f"Checkpoint  {summary['checkpoint'] or '-'}",
+        f"Checkpoint  {summary['checkpoint'] or '- (none configured at submit; jobs show records each one)'}",
         f"Status      {summary['status']}  {summary['progress']:.1%} "
         f"({summary['done']}/{summary['total']} jobs finished)",
         f"Jobs        {counts}",
@@ -330,8 +330,10 @@ def _job_lines(details: dict[str, Any]) -> list[str]:
             "Result:",
             _indent(_compact(result["output"])),
             f"Checkpoint  {result['checkpoint_id'] or '-'} @ {result['checkpoint_revision'] or '-'}",
-            f"Tokens      {result['input_tokens']} in, {result['output_tokens']} out",
-            f"Latency     {result['latency_ms']} ms" + ("  (from cache)" if result["cached"] else ""),
+            f"Tokens      {_or_dash(result['input_tokens'])} in, "
+            f"{_or_dash(result['output_tokens'])} out",
+            f"Latency     {_milliseconds(result['latency_ms'])}"
+            + ("  (from cache)" if result["cached"] else ""),
             f"Worker      {result['worker_host'] or '-'} on {result['device'] or '-'}",
         ]
     if details["scores"]:
@@ -358,3 +360,11 @@ def register(cli: click.Group) -> None:
     cli.add_command(status_command)
     cli.add_command(results_command)
     cli.add_command(jobs_group)
+
+
+def _or_dash(value: object) -> str:
+    return "-" if value is None else str(value)
+
+
+def _milliseconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} ms"
