@@ -49,6 +49,8 @@ class Settings:
     max_batch_tokens: int = 16_384
     max_input_tokens: int = 2048
     max_new_tokens: int = 64
+    # translate: a cap on each piece's translation; 0 sizes it from the piece (see README).
+    translate_max_new_tokens: int = 0
     device: str = "auto"
     # Intra-op threads of torch in each worker process; 0 keeps torch's default (one per
     # core). Set it when several CPU workers share a host, or they slow each other down.
@@ -125,10 +127,10 @@ class Settings:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ConfigError(f"setting {name} must be a positive integer, got {value!r}")
-        if isinstance(self.torch_threads, bool) or not isinstance(self.torch_threads, int) or (
-            self.torch_threads < 0
-        ):
-            raise ConfigError(f"setting torch_threads must be 0 or more, got {self.torch_threads!r}")
+        for name in ("torch_threads", "translate_max_new_tokens"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"setting {name} must be 0 or more, got {value!r}")
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
             raise ConfigError(
                 f"setting dtype must be auto, float32, bfloat16 or float16, got {self.dtype!r}"

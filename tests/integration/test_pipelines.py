@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import csv
 import json
 import logging
 import os
@@ -101,7 +102,8 @@ def start_worker(tmp_path: Path, settings: Settings, checkpoint_env: dict[str, s
                  *args: str) -> WorkerProcess:
     # Short generations: tiny checkpoints write noise, and CPU decoding is the slow part.
     env = worker_env(settings.home, settings.database_url, str(settings.broker_url),
-                     LLMJOBS_MAX_NEW_TOKENS="8", LLMJOBS_MAX_INPUT_TOKENS="48", **checkpoint_env)
+                     LLMJOBS_MAX_NEW_TOKENS="8", LLMJOBS_TRANSLATE_MAX_NEW_TOKENS="16",
+                     **checkpoint_env)
     return WorkerProcess(env, tmp_path / f"{name}.log", *args)
 
 
@@ -156,7 +158,11 @@ def test_pipeline_end_to_end(tmp_path: Path, shared_data: Path, settings: Settin
         assert headline_inputs[line["id"]] == translations[line["id"]]["text"]
         assert "finish_reason" in line["headline"]
     csv_path = spec.resolve_path("out/{date}/headlines.csv", settings.home, NIGHT)
-    assert len(csv_path.read_text(encoding="utf-8").splitlines()) == len(lines) + 1
+    # Parsed as CSV: generated text may hold newlines and the separators that
+    # str.splitlines() also splits on (U+001C to U+001E, U+0085, U+2028).
+    with csv_path.open(encoding="utf-8", newline="") as handle:
+        records = list(csv.reader(handle))
+    assert len(records) == len(lines) + 1
 
     # The step batches are linked to the run.
     with client.store.read() as session:

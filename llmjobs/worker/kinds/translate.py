@@ -134,6 +134,8 @@ class TranslateKind(JobKind):
             rows = [prepared.rows[index] for index in indexes]
             # Translations need room to grow: Chinese to English often takes more tokens.
             limit = min(self.max_input_tokens, 2 * max(len(row) for row in rows) + 16)
+            if self.settings.translate_max_new_tokens:
+                limit = min(limit, self.settings.translate_max_new_tokens)
             options = [GenerationOptions(max_new_tokens=limit)] * len(rows)
             forced = self.translator.forced_bos_token_id(prepared.targets[indexes[0]])
             generated = generate(self.checkpoint, rows, options, deadline, forced)
