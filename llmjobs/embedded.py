@@ -72,7 +72,8 @@ def _locked(folder: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _alive(pid: int) -> bool:
+def process_exists(pid: int) -> bool:
+    """True while a process with this pid runs (or exists under another user)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -86,7 +87,7 @@ def _live_users(users: Path) -> list[int]:
     """Registered pids that still run; stale registrations (killed processes) are removed."""
     live = []
     for entry in users.iterdir():
-        if entry.name.isdigit() and _alive(int(entry.name)):
+        if entry.name.isdigit() and process_exists(int(entry.name)):
             live.append(int(entry.name))
         else:
             entry.unlink(missing_ok=True)

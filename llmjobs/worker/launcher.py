@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
+from llmjobs.embedded import process_exists
 from llmjobs.errors import WorkerError
 
 log = logging.getLogger(__name__)
@@ -52,16 +53,6 @@ class _Child:
     process: subprocess.Popen[bytes]
     exits: list[float] = field(default_factory=list)
     done: bool = False
-
-
-def _process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def parse_gpus(text: str) -> list[int]:
@@ -212,7 +203,7 @@ class Launcher:
         # A worker started for one command (`llmjobs run`) stops when that command is gone,
         # even if it was killed with SIGKILL and could not stop the worker itself.
         owner = os.environ.get("LLMJOBS_EXIT_WITH_PID")
-        if owner and owner.isdigit() and not _process_exists(int(owner)):
+        if owner and owner.isdigit() and not process_exists(int(owner)):
             log.warning("Process %s that started these workers is gone; stopping.", owner)
             self._on_signal(signal.SIGTERM, None)
             return
