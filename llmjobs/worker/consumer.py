@@ -247,8 +247,8 @@ class ChunkConsumer:
         try:
             return [_outcome(result) for result in self._forward(kind, batch)]
         except OutOfMemory as error:
+            # model_call() in the kind has already emptied the CUDA cache.
             reason, message = "input_too_long", f"out of memory even alone: {error}"
-            self._free_device_memory()
         except InputTooLong as error:
             reason, message = "input_too_long", str(error)
         except GenerationTimeout:
@@ -283,13 +283,6 @@ class ChunkConsumer:
                 [item.text for item in batch], [kind.token_count(item) for item in batch]
             )
         return kind.run(batch, deadline=deadline)
-
-    def _free_device_memory(self) -> None:
-        import sys
-
-        torch = sys.modules.get("torch")
-        if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
-            torch.cuda.empty_cache()
 
     # Storing.
 

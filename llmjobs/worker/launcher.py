@@ -116,6 +116,10 @@ class Launcher:
         # Called every KEEPALIVE_S while workers run, e.g. to restart a private redis-server.
         self.keepalive = keepalive
         self._last_keepalive = time.monotonic()
+        # A worker started for one command (`llmjobs run`) stops when that command is gone,
+        # even if it was killed with SIGKILL and could not stop the worker itself.
+        owner = os.environ.get("LLMJOBS_EXIT_WITH_PID", "")
+        self.owner_pid = int(owner) if owner.isdigit() else None
         self.children: list[_Child] = []
         self._stopping = False
 
@@ -200,11 +204,9 @@ class Launcher:
     def _run_keepalive(self) -> None:
         if self._stopping:
             return
-        # A worker started for one command (`llmjobs run`) stops when that command is gone,
-        # even if it was killed with SIGKILL and could not stop the worker itself.
-        owner = os.environ.get("LLMJOBS_EXIT_WITH_PID")
-        if owner and owner.isdigit() and not process_exists(int(owner)):
-            log.warning("Process %s that started these workers is gone; stopping.", owner)
+        if self.owner_pid is not None and not process_exists(self.owner_pid):
+            log.warning("Process %d that started these workers is gone; stopping.",
+                        self.owner_pid)
             self._on_signal(signal.SIGTERM, None)
             return
         if self.keepalive is None:
@@ -212,6 +214,10 @@ class Launcher:
         if time.monotonic() - self._last_keepalive < KEEPALIVE_S:
             return
         self._last_keepalive = time.monotonic()
+        # A worker started for one command (`llmjobs run`) stops when that command is gone,
+        # even if it was killed with SIGKILL and could not stop the worker itself.
+        owner = os.environ.get("LLMJOBS_EXIT_WITH_PID", "")
+        self.owner_pid = int(owner) if owner.isdigit() else None
         try:
             self.keepalive()
         except Exception as error:
