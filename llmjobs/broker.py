@@ -1,6 +1,6 @@
 """The Celery application and chunk publishing, shared by producers and workers.
 
-A message carries one chunk: a batch id and a list of job ids. The store holds every
+A message carries one chunk: a batch id and a list of job ids. The store keeps every
 other fact about the jobs, so a lost or repeated message can never lose or repeat a result.
 """
 

@@ -200,7 +200,10 @@ def _wait_until_ready(process: subprocess.Popen[bytes], path: Path) -> None:
         time.sleep(0.05)
     process.kill()
     process.wait()
-    raise BrokerError(f"redis-server did not answer on {path} within {START_TIMEOUT_S:.0f} s")
+    raise BrokerError(
+        f"redis-server did not respond on {path} within {START_TIMEOUT_S:.0f} s; "
+        f"see {path.parent / 'redis.log'}"
+    )
 
 
 @contextmanager

@@ -1,4 +1,4 @@
-"""What every command shares: settings loading, the store, output helpers and exit codes."""
+"""Shared parts of every command: settings loading, the store, output helpers, exit codes."""
 
 from __future__ import annotations
 

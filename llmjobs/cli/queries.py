@@ -135,8 +135,8 @@ def status_command(context: CliContext, batch_id: str, as_json: bool) -> None:
     ]
     stored = sum(summary["counts"].values())
     if stored < summary["total"]:
-        # The producer stores rows in transactions of a few thousand; a killed submit stops
-        # between two of them, and submitting the same input again stores the rest.
+        # The producer stores rows in transactions of a few thousand, so a killed submit
+        # stops between two of them. Submitting the same input again stores the rest.
         lines.append(
             f"Incomplete  only {stored} of {summary['total']} jobs are stored: the submit was "
             "interrupted; submit the same input again to store and publish the rest"

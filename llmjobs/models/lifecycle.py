@@ -27,7 +27,7 @@ def mark_batch_running(session: Session, batch_id: str) -> None:
 
 
 def terminal_status(counts: dict[str, int]) -> BatchStatus:
-    """The batch status that final job counts imply.
+    """Return the batch status that final job counts imply.
 
     Only `llmjobs cancel` makes cancelled jobs, so any of them means the user stopped the
     batch, whatever else happened to it.

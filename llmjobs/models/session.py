@@ -1,9 +1,10 @@
 """Engines and sessions for SQLite (the embedded default) and PostgreSQL (psycopg 3).
 
 SQLite runs in WAL mode with a busy timeout, and every write transaction starts with
-BEGIN IMMEDIATE: a writer takes the write lock when its transaction starts instead of
-upgrading a read lock later, which is what raises "database is locked" under several
-writer processes. Read sessions start deferred so readers never wait for writers.
+BEGIN IMMEDIATE. A writer then takes the write lock when its transaction starts, where
+the busy timeout applies. Upgrading a read lock later is what raises "database is locked"
+under several writer processes. Read sessions start deferred, so in WAL mode readers do
+not wait for writers.
 """
 
 from __future__ import annotations

@@ -146,7 +146,7 @@ def run_worker(
     settings: Settings, broker_url: str, kind_names: Sequence[str], device: str,
     gpu_index: int | None, loglevel: str = "INFO",
 ) -> int:
-    """Run a worker until it is told to stop; return the process exit status."""
+    """Run a worker until SIGTERM or SIGINT stops it; return the process exit status."""
     if not kind_names:
         raise WorkerError("no kinds to serve; pass --kinds moderate,translate,write")
     runtime = build_runtime(settings, broker_url, kind_names, device, gpu_index)

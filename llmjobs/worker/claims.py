@@ -1,8 +1,8 @@
 """Store operations of a worker: claim a chunk's jobs, start micro-batches, write outcomes.
 
 Every function here runs inside the caller's write transaction. A claim token (worker id
-plus a per-chunk suffix) marks the jobs one consumer holds; an update that does not match
-the token changes nothing, which is what makes a duplicate delivery a no-op.
+plus a per-chunk suffix) marks the jobs leased to one consumer. An update that does not
+match the token changes nothing, so a duplicate delivery is a no-op.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def claim_chunk(
     """Lease the chunk's claimable jobs to this token; return None if the batch is gone.
 
     The chunk's rows are read by primary key only and the decision is made here, then
-    written back by primary key. SQLite, having no statistics, would otherwise answer a
+    written back by primary key. SQLite, having no statistics, would otherwise run a
     query that also filters on batch or status from those indexes, scanning every job
     of the batch for each chunk. The rows cannot change in between: SQLite's write
     transaction is exclusive, and PostgreSQL locks them with FOR UPDATE.

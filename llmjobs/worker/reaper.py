@@ -1,7 +1,7 @@
 """The lease reaper: brings back jobs of dead workers and publishes delayed retries when due.
 
 Every worker runs one in a thread. All its updates are conditional, so several reapers on
-several hosts never requeue or publish the same job twice in one pass; a message that is
+several hosts never requeue or publish the same job twice in one pass. A message that is
 still published twice is harmless because consumers skip jobs they cannot claim.
 
 Bound: a job whose worker died is queued again at most lease_s + reaper_interval_s after

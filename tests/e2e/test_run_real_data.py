@@ -105,7 +105,7 @@ def test_translate_ntrex_500(home: Path, shared_data: Path, tmp_path: Path) -> N
         for item in items
     ), encoding="utf-8")
     # A random checkpoint never ends a translation early, so each one runs to the length
-    # limit; a lower input limit keeps that short and splits the longer lines into pieces.
+    # limit. A lower input limit keeps that short and splits the longer lines into pieces.
     summary = _run(home, str(sliced), "--kind", "translate", "--target-lang", "zh",
                    "--source-lang", "en", env={"LLMJOBS_MAX_INPUT_TOKENS": "48"})
     assert summary["counts"]["succeeded"] == 500
