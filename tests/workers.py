@@ -31,13 +31,13 @@ def worker_env(home: Path, database_url: str, broker_url: str, **extra: str) -> 
     return env
 
 
-class WorkerProcess:
-    """`llmjobs worker` in its own process group, with its output in a log file."""
+class LlmjobsProcess:
+    """An `llmjobs` command in its own process group, with its output in a log file."""
 
     def __init__(self, env: Mapping[str, str], log_path: Path, *args: str) -> None:
         self.log_path = log_path
         self._log = log_path.open("ab")
-        command = [*LLMJOBS, "worker", "--device", "cpu", *args]
+        command = [*LLMJOBS, *args]
         self.process = subprocess.Popen(
             command, env=dict(env), stdout=self._log, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True,
@@ -55,6 +55,7 @@ class WorkerProcess:
         self._log.close()
 
     def stop(self, timeout_s: float = 60) -> int:
+        """SIGTERM the group and wait; SIGKILL it after timeout_s. Return the exit status."""
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
             try:
@@ -63,6 +64,13 @@ class WorkerProcess:
                 self.kill()
         self._log.close()
         return self.process.returncode
+
+
+class WorkerProcess(LlmjobsProcess):
+    """`llmjobs worker --device cpu` with extra arguments."""
+
+    def __init__(self, env: Mapping[str, str], log_path: Path, *args: str) -> None:
+        super().__init__(env, log_path, "worker", "--device", "cpu", *args)
 
 
 def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str,

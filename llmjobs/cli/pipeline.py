@@ -246,16 +246,19 @@ def _report(context: CliContext, outcome: Any, as_json: bool) -> None:
     elif outcome.status == "exists":
         click.echo(f"{outcome.pipeline} for {outcome.day} already has run {outcome.run_id}; "
                    f"see `llmjobs pipeline show {outcome.run_id}`.")
-    elif outcome.status == runs.FAILED:
-        click.echo(f"Run {outcome.run_id} of {outcome.pipeline} for {outcome.day} failed: "
-                   f"{outcome.error_message}", err=True)
+    elif outcome.status in (runs.FAILED, runs.INTERRUPTED):
+        message = outcome.error_message or ""
+        if "pipeline resume" not in message:
+            message += f"; continue it with `llmjobs pipeline resume {outcome.run_id}`"
+        click.echo(f"Run {outcome.run_id} of {outcome.pipeline} for {outcome.day} {outcome.status}: "
+                   f"{message}", err=True)
     else:
         with context.store.read() as session:
             row = runs.run_as_dict(runs.get_run(session, outcome.run_id))
         click.echo(f"Run {outcome.run_id} of {outcome.pipeline} for {outcome.day} completed.")
         for record in row["steps"]:
             click.echo("  " + _describe_record(record))
-    if outcome.status == runs.FAILED:
+    if outcome.status in (runs.FAILED, runs.INTERRUPTED):
         raise SystemExit(EXIT_FAILED)
 
 

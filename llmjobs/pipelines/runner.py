@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -53,7 +54,7 @@ class RunOutcome:
     pipeline: str
     day: date
     run_id: int | None
-    status: str  # "completed", "failed", or "exists" when the night was already claimed
+    status: str  # "completed", "failed", "interrupted", or "exists" when another process has it
     error_message: str | None = None
 
     @property
@@ -63,6 +64,10 @@ class RunOutcome:
 
 class StepFailed(PipelineError):
     """Raised inside a run when a step's batch ends failed or cancelled, or cannot be published."""
+
+
+class RunInterrupted(PipelineError):
+    """Raised inside a run when this process is stopping, so the run is released instead of failed."""
 
 
 class PipelineRunner:
@@ -77,6 +82,7 @@ class PipelineRunner:
         clock: Clock = utcnow,
         poll_s: float = 1.0,
         stop_reason: Callable[[], str | None] = lambda: None,
+        stopping: threading.Event | None = None,
         actor: str | None = None,
     ) -> None:
         self.spec = spec
@@ -87,11 +93,17 @@ class PipelineRunner:
         self.poll_s = poll_s
         # Returns why waiting for a batch is pointless (the worker we started died), else None.
         self.stop_reason = stop_reason
+        # Set when this process is shutting down: the run stops between polls and is released.
+        self.stopping = stopping or threading.Event()
         self.actor = actor or f"pipeline:{spec.name}"
         self.owner = runs.new_owner()
 
-    def run(self, day: date | None = None) -> RunOutcome:
-        """Claim (pipeline, day) and run it; return status "exists" if it was claimed before."""
+    def run(self, day: date | None = None, adopt_abandoned: bool = False) -> RunOutcome:
+        """Claim (pipeline, day) and run it, or return status "exists" if it was claimed before.
+
+        With adopt_abandoned, an existing run of that night that was interrupted, or whose owner
+        died, is resumed instead. When several processes try this at once, one of them wins.
+        """
         day = day or self.spec.today(self.clock())
         run_id = runs.claim_run(self.store, self.spec.name, day, self.owner, self.clock())
         if run_id is None:
@@ -99,6 +111,12 @@ class PipelineRunner:
                 existing = runs.find_run(session, self.spec.name, day)
             existing_id = existing.id if existing is not None else None
             status = existing.status if existing is not None else "unknown"
+            if existing is not None and adopt_abandoned and runs.abandoned(existing, self.clock()):
+                try:
+                    return self.resume(existing.id)
+                except PipelineError as error:
+                    log.warning("Pipeline %s for %s: not resuming run %s: %s", self.spec.name, day,
+                             existing_id, error)
             log.info("Pipeline %s for %s already has run %s (%s); not running it again.",
                      self.spec.name, day, existing_id, status)
             return RunOutcome(self.spec.name, day, existing_id, "exists")
@@ -148,13 +166,15 @@ class PipelineRunner:
                 rows = iter_export_rows(self._read_results, state.step_batches(self.spec))
                 state.records.append(write_export(export, self.spec, self.settings.home, state.day, rows))
                 self._save(state)
+        except RunInterrupted as error:
+            return self._interrupt(state, str(error))
         except (StepFailed, LlmjobsError) as error:
             return self._fail(state, str(error))
         except Exception as error:
             log.exception("Run %d of %s failed unexpectedly.", state.run_id, self.spec.name)
             return self._fail(state, f"{type(error).__name__}: {error}")
-        except BaseException:
-            self._fail(state, "interrupted; resume the run to continue it")
+        except BaseException as error:
+            self._interrupt(state, f"interrupted by {type(error).__name__}")
             raise
         runs.finish_run(self.store, state.run_id, self.owner, runs.COMPLETED, self.clock())
         log.info("Pipeline %s for %s: run %d completed.", self.spec.name, state.day, state.run_id)
@@ -169,6 +189,16 @@ class PipelineRunner:
             log.warning("Run %d: %s", state.run_id, error)
         return RunOutcome(self.spec.name, state.day, state.run_id, runs.FAILED, message)
 
+    def _interrupt(self, state: _RunState, message: str) -> RunOutcome:
+        log.warning("Pipeline %s for %s: run %d interrupted (%s); the scheduler resumes it when it "
+                    "starts, or run `llmjobs pipeline resume %d`.", self.spec.name, state.day,
+                    state.run_id, message, state.run_id)
+        try:
+            runs.release_run(self.store, state.run_id, self.owner, self.clock(), message)
+        except PipelineError as error:
+            log.warning("Run %d: %s", state.run_id, error)
+        return RunOutcome(self.spec.name, state.day, state.run_id, runs.INTERRUPTED, message)
+
     def _save(self, state: _RunState) -> None:
         runs.save_steps(self.store, state.run_id, self.owner, state.records, self.clock())
 
@@ -178,6 +208,8 @@ class PipelineRunner:
             log.info("Run %d: step %s is %s in batch %s; reusing it.", state.run_id, step.name,
                      record["status"], record.get("batch_id"))
             return
+        if self.stopping.is_set():
+            raise RunInterrupted(f"stopped before step {step.name}: this process is stopping")
         if record is None or not record.get("batch_id") or record["status"] not in _OPEN:
             record = self._submit_step(state, step, record, source)
             if record["status"] == "skipped":
@@ -269,7 +301,11 @@ class PipelineRunner:
         record["status"] = "running"
         self._save(state)
         view = self.client.wait(batch_id, poll_s=self.poll_s, on_progress=beat,
-                                keep_waiting=lambda: self.stop_reason() is None)
+                                keep_waiting=lambda: self.stop_reason() is None
+                                and not self.stopping.is_set())
+        if not view.terminal and self.stopping.is_set():
+            raise RunInterrupted(f"stopped waiting for batch {batch_id} of step {step.name} "
+                                 f"({view.done} of {view.total} jobs done): this process is stopping")
         if not view.terminal:
             raise StepFailed(f"step {step.name}: stopped waiting for batch {batch_id} "
                              f"({view.done} of {view.total} jobs done): {self.stop_reason()}")

@@ -6,18 +6,25 @@ thread per pipeline, and runs each pipeline with PipelineRunner. The model work 
 goes to the ordinary workers through Redis. Several schedulers may run at once: each
 sends and may receive the same message, and the unique (pipeline, date) run row lets
 exactly one of them run the night.
+
+On SIGTERM or Ctrl-C, runs that are waiting for a batch stop polling and are marked
+interrupted; a scheduler that starts later resumes them (see `catch_up`).
 """
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import socket
+import sys
+import threading
+import time
 from collections.abc import Callable
 from datetime import date, datetime
 from pathlib import Path
 
-from celery import Celery
+from celery import Celery, signals
 from celery.beat import EmbeddedService
 from kombu import Queue
 
@@ -36,45 +43,60 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 
+# After shutdown begins, the process exits by force if it has not stopped within this time.
+STOP_DEADLINE_S = 45.0
+EXIT_STOP_DEADLINE = 70
+
 
 def trigger_run(spec: PipelineSpec, settings: Settings, day: date, *, clock: Clock | None = None,
-                poll_s: float = 1.0) -> RunOutcome:
+                poll_s: float = 1.0, stopping: threading.Event | None = None) -> RunOutcome:
     """Run (pipeline, day) unless another scheduler or a manual run has claimed it already.
 
-    Safe to call from any number of threads and processes at once for the same night.
+    A run of that night that was interrupted, or whose owner died, is resumed. Safe to call
+    from any number of threads and processes at once for the same night.
     """
     with Client(settings) as client:
-        runner = PipelineRunner(spec, settings, client, clock=clock or utcnow, poll_s=poll_s)
-        return runner.run(day)
+        runner = PipelineRunner(spec, settings, client, clock=clock or utcnow, poll_s=poll_s,
+                                stopping=stopping)
+        return runner.run(day, adopt_abandoned=True)
 
 
 def catch_up(pipelines: PipelineFile, store: Store, app: Celery, now: datetime) -> list[str]:
-    """Send a run message for each pipeline whose latest night was missed and whose policy is latest.
+    """Send the run messages a starting scheduler owes; return the pipeline names they are for.
 
-    Also warns about runs left "running" by a process that is gone: only resume moves them on.
+    One message per interrupted run and per run whose owner is gone among the latest 20 of
+    each pipeline (the run task resumes them), and one for each pipeline whose latest night
+    was missed and whose policy is latest.
     """
     sent = []
     for spec in pipelines.pipelines.values():
         with store.read() as session:
             latest = runs.latest_run_date(session, spec.name)
-            stuck = [run for run in runs.list_runs(session, spec.name, limit=20)
-                     if run.status == runs.RUNNING
-                     and not runs.owner_alive(run.owner, run.heartbeat_at, now)]
-        for run in stuck:
-            log.warning("Run %d of %s for %s is running in %s, which looks gone; resume it with "
-                        "`llmjobs pipeline resume %d`.", run.id, run.pipeline, run.scheduled_for,
-                        run.owner, run.id)
+            abandoned = [(run.id, run.scheduled_for, run.status, run.owner)
+                         for run in runs.list_runs(session, spec.name, limit=20)
+                         if runs.abandoned(run, now)]
+        days = []
+        for run_id, day, status, owner in abandoned:
+            log.warning("Run %d of %s for %s is %s%s; resuming it.", run_id, spec.name, day, status,
+                        f" in {owner}, which looks gone" if owner else "")
+            days.append(day)
         decision = plan_catch_up(spec, now, latest)
         log_catch_up(decision)
-        if decision.action == "run" and decision.day is not None:
-            app.send_task(RUN_PIPELINE_TASK, args=[spec.name, decision.day.isoformat()],
+        if decision.action == "run" and decision.day is not None and decision.day not in days:
+            days.append(decision.day)
+        for day in days:
+            app.send_task(RUN_PIPELINE_TASK, args=[spec.name, day.isoformat()],
                           queue=PIPELINE_QUEUE, routing_key=PIPELINE_QUEUE)
             sent.append(spec.name)
     return sent
 
 
-def create_scheduler_app(settings: Settings, broker_url: str, pipelines: PipelineFile) -> Celery:
-    """Build the scheduler's Celery app: the pipeline queue, the beat entries and the task."""
+def create_scheduler_app(settings: Settings, broker_url: str, pipelines: PipelineFile,
+                         stopping: threading.Event | None = None) -> Celery:
+    """Build the scheduler's Celery app: the pipeline queue, the beat entries and the task.
+
+    `stopping`, once set, makes the task's runs stop waiting and mark themselves interrupted.
+    """
     app = create_celery_app(settings, broker_url)
     app.conf.update(
         task_queues=[Queue(PIPELINE_QUEUE, routing_key=PIPELINE_QUEUE)],
@@ -95,7 +117,7 @@ def create_scheduler_app(settings: Settings, broker_url: str, pipelines: Pipelin
             log.error("Received a run for pipeline %r, which %s does not define; ignored.",
                       name, pipelines.path)
             return
-        outcome = trigger_run(spec, run_settings, date.fromisoformat(day_text))
+        outcome = trigger_run(spec, run_settings, date.fromisoformat(day_text), stopping=stopping)
         if outcome.status == runs.FAILED:
             log.error("Pipeline %s for %s: run %s failed: %s", name, day_text, outcome.run_id,
                       outcome.error_message)
@@ -107,7 +129,15 @@ def run_scheduler(settings: Settings, broker_url: str, pipelines_path: Path,
                   loglevel: str = "INFO", clock: Clock | None = None) -> int:
     """Run beat and the pipeline runner until SIGTERM or Ctrl-C; return the exit status."""
     pipelines = load_pipeline_file(pipelines_path, settings.templates_file)
-    app = create_scheduler_app(settings, broker_url, pipelines)
+    stopping = threading.Event()
+    app = create_scheduler_app(settings, broker_url, pipelines, stopping)
+
+    def on_shutdown(**_: object) -> None:
+        stopping.set()
+        _start_exit_deadline(STOP_DEADLINE_S)
+
+    # weak=False: the receiver is a closure that nothing else keeps alive.
+    signals.worker_shutting_down.connect(on_shutdown, weak=False)
     store = Store(settings.database_url)
     try:
         catch_up(pipelines, store, app, (clock or utcnow)())
@@ -135,3 +165,15 @@ def run_scheduler(settings: Settings, broker_url: str, pipelines_path: Path,
         beat.stop()
         log.info("Scheduler stopped (pid %d).", os.getpid())
     return 0
+
+
+def _start_exit_deadline(seconds: float) -> None:
+    """Exit the process by force, after dumping every thread's stack, if it still runs in `seconds`."""
+    def expire() -> None:
+        time.sleep(seconds)
+        log.error("Scheduler (pid %d) did not stop within %.0f s of the shutdown signal; exiting "
+                  "with code %d. Thread stacks follow.", os.getpid(), seconds, EXIT_STOP_DEADLINE)
+        faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+        os._exit(EXIT_STOP_DEADLINE)
+
+    threading.Thread(target=expire, name="stop-deadline", daemon=True).start()

@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 RUNNING = "running"
 COMPLETED = "completed"
 FAILED = "failed"
+# Stopped on purpose (scheduler shutdown, Ctrl-C) between polls; the next scheduler resumes it.
+INTERRUPTED = "interrupted"
 # A run on another host whose owner has not written a heartbeat for this long is presumed dead.
 STALE_AFTER_S = 300.0
 
@@ -72,7 +74,7 @@ def claim_run(store: Store, pipeline: str, day: date, owner: str, now: datetime)
 
 
 def take_over(store: Store, run_id: int, owner: str, now: datetime, force: bool = False) -> PipelineRun:
-    """Make `owner` the owner of a failed run, or of a running one whose owner is gone.
+    """Make `owner` the owner of a failed or interrupted run, or of a running one whose owner is gone.
 
     Raises PipelineError for a completed run, and for a running one whose owner still looks
     alive unless `force` is set.
@@ -109,6 +111,19 @@ def save_steps(store: Store, run_id: int, owner: str, steps: Sequence[dict[str, 
     _owned_update(store, run_id, owner, steps=list(steps), heartbeat_at=now)
 
 
+def release_run(store: Store, run_id: int, owner: str, now: datetime, message: str) -> None:
+    """Mark an owned run interrupted and drop the owner, so that any process may resume it."""
+    _owned_update(store, run_id, owner, status=INTERRUPTED, owner=None, heartbeat_at=now,
+                  error_message=message)
+
+
+def abandoned(run: PipelineRun, now: datetime) -> bool:
+    """Return True for a run that nobody is moving on: interrupted, or running in a dead process."""
+    if run.status == INTERRUPTED:
+        return True
+    return run.status == RUNNING and not owner_alive(run.owner, run.heartbeat_at, now)
+
+
 def heartbeat(store: Store, run_id: int, owner: str, now: datetime) -> None:
     _owned_update(store, run_id, owner, heartbeat_at=now)
 
@@ -119,7 +134,7 @@ def finish_run(store: Store, run_id: int, owner: str, status: str, now: datetime
                   error_message=error_message)
 
 
-def _owned_update(store: Store, run_id: int, owner: str, **values: Any) -> None:
+def _owned_update(store: Store, run_id: int, owner: str, /, **values: Any) -> None:
     with store.write() as session:
         result = session.execute(
             update(PipelineRun)

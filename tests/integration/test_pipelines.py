@@ -6,8 +6,6 @@ import base64
 import csv
 import json
 import logging
-import os
-import subprocess
 import threading
 from collections.abc import Iterator
 from datetime import date, datetime, timezone
@@ -29,7 +27,7 @@ from llmjobs.pipelines.schedule import plan_catch_up
 from llmjobs.pipelines.scheduler import catch_up, create_scheduler_app, trigger_run
 from llmjobs.pipelines.sources import TableSource
 from llmjobs.pipelines.spec import PipelineSpec, load_pipeline_file
-from tests.workers import LLMJOBS, WorkerProcess, wait_until, worker_env
+from tests.workers import LlmjobsProcess, WorkerProcess, wait_until, worker_env
 
 NIGHT = date(2026, 12, 5)
 COLD_ROWS = 60
@@ -288,18 +286,22 @@ def test_concurrent_triggers_one_run(tmp_path: Path, settings: Settings) -> None
     assert [(row.scheduled_for, row.status) for row in rows] == [(NIGHT, "completed")]
 
 
+def start_scheduler(tmp_path: Path, settings: Settings, path: Path, name: str,
+                    **extra: str) -> LlmjobsProcess:
+    env = worker_env(settings.home, settings.database_url, str(settings.broker_url), **extra)
+    return LlmjobsProcess(env, tmp_path / f"{name}.log", "scheduler", "--pipelines", str(path))
+
+
+def stop_cleanly(process: LlmjobsProcess) -> None:
+    """SIGTERM a scheduler and require exit status 0, showing its log otherwise."""
+    code = process.stop(timeout_s=90)
+    assert code == 0, f"{process.log_path.name} exited with {code}:\n{process.log_text[-6000:]}"
+
+
 @pytest.mark.slow
 def test_two_scheduler_processes_one_run(tmp_path: Path, settings: Settings) -> None:
     path = write_pipelines(tmp_path)
-    env = worker_env(settings.home, settings.database_url, str(settings.broker_url))
-    logs = [tmp_path / "scheduler-a.log", tmp_path / "scheduler-b.log"]
-    processes = []
-    for log_path in logs:
-        with log_path.open("wb") as handle:
-            processes.append(subprocess.Popen(
-                [*LLMJOBS, "scheduler", "--pipelines", str(path)], env=env, stdout=handle,
-                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-            ))
+    processes = [start_scheduler(tmp_path, settings, path, name) for name in ("scheduler-a", "scheduler-b")]
     store = Store(settings.database_url)
     queue = redis.Redis.from_url(str(settings.broker_url))
     try:
@@ -308,26 +310,71 @@ def test_two_scheduler_processes_one_run(tmp_path: Path, settings: Settings) -> 
                 return [run for run in runs.list_runs(session, "comments") if run.status == "completed"]
 
         # Each scheduler catches up at start, so two run messages are sent for one night.
-        wait_until(lambda: all("catch_up=latest runs" in p.read_text() for p in logs), 120,
+        wait_until(lambda: all("catch_up=latest runs" in p.log_text for p in processes), 120,
                    "both schedulers to send their catch-up run")
         wait_until(lambda: len(finished_runs()) == 1 and queue.llen(PIPELINE_QUEUE) == 0, 120,
                    "the caught-up run")
-        wait_until(lambda: any("already has run" in p.read_text() for p in logs), 120,
+        wait_until(lambda: any("already has run" in p.log_text for p in processes), 120,
                    "the second run message to find the run row")
         # SIGTERM before Celery installs its handlers would end a scheduler with -15.
-        wait_until(lambda: all(" ready." in p.read_text() for p in logs), 120,
+        wait_until(lambda: all(" ready." in p.log_text for p in processes), 120,
                    "both schedulers to consume")
     finally:
         for process in processes:
-            os.killpg(process.pid, 15)
-        for process in processes:
-            process.wait(timeout=60)
+            stop_cleanly(process)
         queue.close()
     with store.read() as session:
         all_runs = runs.list_runs(session, "comments")
     store.dispose()
     assert len(all_runs) == 1
-    assert all(process.returncode == 0 for process in processes)
+
+
+@pytest.mark.slow
+def test_stopped_scheduler_interrupts_and_next_resumes(
+        tmp_path: Path, shared_data: Path, settings: Settings, client: Client,
+        checkpoint_env: dict[str, str]) -> None:
+    path = write_pipelines(tmp_path, "{status: succeeded}")
+    copy_cold_slice(shared_data, tmp_path / "inbox" / "night1.csv", 0, 8)
+
+    def run_row() -> PipelineRun | None:
+        with client.store.read() as session:
+            found = runs.list_runs(session, "comments")
+        return found[0] if found else None
+
+    def first_step() -> dict[str, Any]:
+        row = run_row()
+        return next((r for r in (row.steps if row else []) if r.get("index") == 0), {})
+
+    # No worker yet: the caught-up run submits its moderation batch and waits for it.
+    first = start_scheduler(tmp_path, settings, path, "scheduler-a")
+    try:
+        wait_until(lambda: first_step().get("status") == "running", 120, "the run to wait on step 1")
+    finally:
+        stop_cleanly(first)
+    interrupted = run_row()
+    assert interrupted is not None
+    assert (interrupted.status, interrupted.owner) == ("interrupted", None)
+    assert "this process is stopping" in str(interrupted.error_message)
+    waited_batch = first_step()["batch_id"]
+
+    worker = start_worker(tmp_path, settings, checkpoint_env, "worker")
+    second = start_scheduler(tmp_path, settings, path, "scheduler-b")
+    try:
+        wait_until(lambda: getattr(run_row(), "status", None) in ("completed", "failed"), 300,
+                   "the resumed run to finish")
+    finally:
+        stop_cleanly(second)
+        worker.stop()
+    finished = run_row()
+    assert finished is not None and finished.id == interrupted.id
+    assert finished.status == "completed", finished.error_message
+    assert "is interrupted; resuming it" in second.log_text
+    assert first_step()["batch_id"] == waited_batch
+    with client.store.read() as session:
+        moderate_batches = session.scalars(
+            select(Batch.id).where(Batch.pipeline_run_id == finished.id, Batch.kind == "moderate")
+        ).all()
+    assert list(moderate_batches) == [waited_batch]
 
 
 @pytest.mark.parametrize(
