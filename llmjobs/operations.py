@@ -272,7 +272,7 @@ def _reopen_batch(session: Session, batch: Batch) -> None:
     session.execute(
         update(Batch)
         .where(Batch.id == batch.id)
-        .values(status=status, finished_at=None, counts=None)
+        .values(status=status, finished_at=None, counts=None, decisions=None)
     )
 
 

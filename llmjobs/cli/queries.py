@@ -74,6 +74,15 @@ def batches_command(context: CliContext, status: str | None, limit: int, as_json
         click.echo(f"{line}  {batch.name or ''}".rstrip())
 
 
+def _decisions(session: Session, batch: Batch) -> dict[str, int] | None:
+    """Return result counts per moderation decision: stored once finished, else counted."""
+    if batch.kind != "moderate":
+        return None
+    if batch.counts is not None and batch.decisions is not None:
+        return dict(batch.decisions)
+    return decision_counts(session, batch.id)
+
+
 def batch_status(session: Session, batch: Batch) -> dict[str, Any]:
     """Return a batch's status, job counts per status, progress, times and throughput."""
     # A finished batch stores its final counts (reopening it clears them), so only an open
@@ -98,7 +107,7 @@ def batch_status(session: Session, batch: Batch) -> dict[str, Any]:
         "counts": counts,
         "done": done,
         "progress": done / total if total else 1.0,
-        "decisions": decision_counts(session, batch.id) if batch.kind == "moderate" else None,
+        "decisions": _decisions(session, batch),
         "params": batch.params,
         "source_name": batch.source_name,
         "submitted_by": batch.submitted_by,

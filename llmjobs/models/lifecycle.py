@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from llmjobs.models.audit import NewEvent, append_events
 from llmjobs.models.base import BatchStatus, JobStatus, rowcount, utcnow
-from llmjobs.models.queries import job_counts
+from llmjobs.models.queries import decision_counts, job_counts
 from llmjobs.models.tables import Batch, Job
 
 log = logging.getLogger(__name__)
@@ -57,10 +57,13 @@ def finalise_batch(session: Session, batch_id: str, actor: str) -> BatchStatus |
         return None
     counts = job_counts(session, batch_id)
     status = terminal_status(counts)
+    # Stored so that `status` on a finished batch reads one row instead of every result.
+    kind = session.scalar(select(Batch.kind).where(Batch.id == batch_id))
+    decisions = decision_counts(session, batch_id) if kind == "moderate" else None
     changed = rowcount(session.execute(
         update(Batch)
         .where(Batch.id == batch_id, Batch.status.in_(_OPEN))
-        .values(status=status, counts=counts, finished_at=utcnow())
+        .values(status=status, counts=counts, decisions=decisions, finished_at=utcnow())
     ))
     if not changed:
         return None

@@ -59,6 +59,8 @@ class Batch(Base):
     rejected: Mapped[int] = mapped_column(Integer, default=0)
     # Final counts per job status, written once when the batch reaches a terminal status.
     counts: Mapped[dict[str, int] | None] = mapped_column(JSON)
+    # Final result counts per moderation decision, written with `counts` (moderate batches only).
+    decisions: Mapped[dict[str, int] | None] = mapped_column(JSON)
     source_name: Mapped[str | None] = mapped_column(String(1000))
     source_sha256: Mapped[str | None] = mapped_column(String(64))
     idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)

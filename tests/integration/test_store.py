@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
 from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 
 from llmjobs.models import Batch, Job, JobStatus, Result, Store
 from llmjobs.models.audit import NewEvent, append_events, verify_chain
+from llmjobs.models.base import Base
+from llmjobs.models.lifecycle import finalise_batch
 from llmjobs.models.queries import get_batch, job_counts
 
 
@@ -67,3 +71,31 @@ def test_audit_chain_detects_edit(database_url: str) -> None:
         report = verify_chain(session)
     assert not report.ok
     assert report.reason == "content does not match its hash"
+
+
+def test_migrations_match_models(database_url: str) -> None:
+    store = Store(database_url)
+    with store.engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": False})
+        differences = compare_metadata(context, Base.metadata)
+    store.dispose()
+
+    assert differences == []
+
+
+def test_finished_batch_stores_decisions(database_url: str) -> None:
+    store = Store(database_url)
+    batch_id = _batch_with_jobs(store, 3)
+    with store.write() as session:
+        jobs = session.query(Job).order_by(Job.seq).all()
+        for job, decision in zip(jobs, ["allow", "block", "allow"], strict=True):
+            job.status = JobStatus.SUCCEEDED
+            session.add(Result(job_id=job.id, batch_id=batch_id, output={}, decision=decision))
+    with store.write() as session:
+        finalise_batch(session, batch_id, "test")
+    with store.read() as session:
+        batch = get_batch(session, batch_id)
+
+    assert batch.counts is not None
+    assert batch.counts["succeeded"] == 3
+    assert batch.decisions == {"allow": 2, "block": 1}
