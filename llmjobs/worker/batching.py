@@ -11,7 +11,7 @@ T = TypeVar("T")
 
 def form_micro_batches(
     items: Sequence[T],
-    token_count: Callable[[T], int],
+    token_counts: Sequence[int],
     group_key: Callable[[T], Hashable],
     max_batch_size: int,
     max_batch_tokens: int,
@@ -21,11 +21,13 @@ def form_micro_batches(
     A micro-batch is padded to its longest row, so its cost is rows x longest row. Sorting
     by length keeps rows of similar length together and wastes little on padding. An item
     longer than the budget on its own still gets a micro-batch of one, so that the kind can
-    split it, truncate it, or fail it with a reason.
+    split it, truncate it, or fail it with a reason. token_counts[i] is the length of items[i].
     """
+    if len(token_counts) != len(items):
+        raise ValueError(f"got {len(token_counts)} token counts for {len(items)} items")
     groups: dict[Hashable, list[tuple[int, T]]] = defaultdict(list)
-    for item in items:
-        groups[group_key(item)].append((max(1, token_count(item)), item))
+    for item, tokens in zip(items, token_counts, strict=True):
+        groups[group_key(item)].append((max(1, tokens), item))
 
     batches: list[list[T]] = []
     for members in groups.values():

@@ -195,7 +195,7 @@ class ChunkConsumer:
             self._store_outcomes(claim.batch_id, kind, empty, token, report)
 
         batches = form_micro_batches(
-            items, kind.token_count, kind.group_key,
+            items, kind.token_counts(items), kind.group_key,
             self.settings.max_batch_size, self.settings.max_batch_tokens,
         )
         batches += [[item] for item in suspects]
@@ -280,7 +280,7 @@ class ChunkConsumer:
     def _run_kind(self, kind: JobKind, batch: list[WorkItem], deadline: float) -> list[ItemResult]:
         if self.faults.active:
             self.faults.before_forward(
-                [item.text for item in batch], [kind.token_count(item) for item in batch]
+                [item.text for item in batch], kind.token_counts(batch)
             )
         return kind.run(batch, deadline=deadline)
 

@@ -34,8 +34,8 @@ class EchoKind:
     def __init__(self) -> None:
         self.batch_sizes: list[int] = []
 
-    def token_count(self, item: WorkItem) -> int:
-        return len(item.text)
+    def token_counts(self, items: Sequence[WorkItem]) -> list[int]:
+        return [len(item.text) for item in items]
 
     def group_key(self, item: WorkItem) -> None:
         return None

@@ -196,3 +196,14 @@ def test_moderation_batch_matches_single(moderate: ModerateKind) -> None:
 
 def _no_model_call(prepared: object, deadline: float | None) -> object:
     raise AssertionError("the model was called")
+
+
+def test_token_counts_match_single(moderate: ModerateKind) -> None:
+    texts = ["短", "一条很长的中文评论，" * 400, "mixed 中英 text", "   padded   "]
+    items = [WorkItem(n, "b", text, {}) for n, text in enumerate(texts)]
+
+    counts = moderate.token_counts(items)
+
+    assert counts == [moderate.token_count(item) for item in items]
+    assert counts[1] == moderate.max_input_tokens
+    assert moderate.token_counts([]) == []

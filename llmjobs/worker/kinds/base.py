@@ -87,6 +87,17 @@ class JobKind(ABC):
         """Return the length of item's model input in tokens, for sorting and token budgets."""
         return len(self.checkpoint.tokenizer(item.text, verbose=False)["input_ids"])
 
+    def token_counts(self, items: Sequence[WorkItem]) -> list[int]:
+        """Return token_count of each item, in item order."""
+        return [self.token_count(item) for item in items]
+
+    def text_token_counts(self, texts: Sequence[str]) -> list[int]:
+        """Return the token length of each text, tokenised in one call."""
+        if not texts:
+            return []
+        encoded = self.checkpoint.tokenizer(list(texts), verbose=False)["input_ids"]
+        return [len(ids) for ids in encoded]
+
     def group_key(self, item: WorkItem) -> Hashable:
         """Return a key; items with different keys never share a micro-batch."""
         return None

@@ -69,6 +69,12 @@ class ModerateKind(JobKind):
     def token_count(self, item: WorkItem) -> int:
         return min(super().token_count(item), self.max_input_tokens)
 
+    def token_counts(self, items: Sequence[WorkItem]) -> list[int]:
+        # One tokenizer call for the chunk: the fast tokenizer's per-call overhead dominates
+        # on short texts.
+        limit = self.max_input_tokens
+        return [min(count, limit) for count in self.text_token_counts([item.text for item in items])]
+
     def preprocess(self, items: Sequence[WorkItem]) -> ModerationBatch:
         tokenizer = self.checkpoint.tokenizer
         texts = [item.text for item in items]
