@@ -169,7 +169,7 @@ def _print_summary(view: BatchView, elapsed_s: float) -> None:
     processing_s = view.elapsed_s
     if processing_s:
         click.echo(
-            f"Processed {view.done} jobs in {processing_s:.1f} s "
+            f"Processed {view.done} jobs in {processing_s:.{1 if processing_s >= 1 else 3}f} s "
             f"({view.done / processing_s:.1f} items/s); {elapsed_s:.1f} s in all, "
             "including the worker start-up."
         )

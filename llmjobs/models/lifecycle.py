@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -15,6 +17,16 @@ from llmjobs.models.tables import Batch, Job
 log = logging.getLogger(__name__)
 
 _OPEN = (BatchStatus.QUEUED, BatchStatus.RUNNING)
+
+
+def failed_job_values(error_code: str, message: str, now: datetime) -> dict[str, Any]:
+    """Return the column values of a job that fails outside a model run (poison, watchdog)."""
+    return {"status": JobStatus.FAILED, "error_code": error_code, "error_message": message,
+            "finished_at": now, "lease_owner": None, "lease_expires_at": None}
+
+
+def poison_message(max_attempts: int) -> str:
+    return f"the worker was lost {max_attempts} times while running this job"
 
 
 def mark_batch_running(session: Session, batch_id: str) -> None:

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from llmjobs.models.audit import NewEvent, append_events
 from llmjobs.models.base import JobStatus, rowcount, utcnow
+from llmjobs.models.lifecycle import failed_job_values, poison_message
 from llmjobs.models.tables import Batch, CategoryScore, Job, Result
 
 # Core tables: an executemany on them skips the ORM's bulk-insert bookkeeping per row,
@@ -105,9 +106,7 @@ def claim_chunk(
         session.execute(
             update(Job)
             .where(Job.id.in_(poisoned))
-            .values(status=JobStatus.FAILED, error_code="poison", finished_at=now,
-                    lease_owner=None, lease_expires_at=None,
-                    error_message=f"the worker was lost {max_attempts} times while running this job")
+            .values(failed_job_values("poison", poison_message(max_attempts), now))
         )
         append_events(session, [
             NewEvent(token, "job.failed", batch_id, job_id, {"error_code": "poison"})

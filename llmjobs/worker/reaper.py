@@ -23,7 +23,7 @@ from sqlalchemy import select, update
 from llmjobs.config import Settings
 from llmjobs.models.audit import NewEvent, append_events
 from llmjobs.models.base import BatchStatus, JobStatus, Priority, utcnow
-from llmjobs.models.lifecycle import finalise_batch
+from llmjobs.models.lifecycle import failed_job_values, finalise_batch, poison_message
 from llmjobs.models.session import Store
 from llmjobs.models.tables import Batch, Job
 
@@ -77,10 +77,7 @@ class Reaper:
             poisoned = session.execute(
                 update(Job)
                 .where(expired, Job.attempts >= self.settings.max_attempts)
-                .values(status=JobStatus.FAILED, error_code="poison", finished_at=now,
-                        lease_owner=None, lease_expires_at=None,
-                        error_message=f"the worker was lost {self.settings.max_attempts} times "
-                                      "while running this job")
+                .values(failed_job_values("poison", poison_message(self.settings.max_attempts), now))
                 .returning(Job.id, Job.batch_id)
             ).all()
             requeued = session.execute(

@@ -20,7 +20,7 @@ from sqlalchemy import update
 
 from llmjobs.models.audit import NewEvent, append_events
 from llmjobs.models.base import JobStatus, utcnow
-from llmjobs.models.lifecycle import finalise_batch
+from llmjobs.models.lifecycle import failed_job_values, finalise_batch
 from llmjobs.models.session import Store
 from llmjobs.models.tables import Job
 
@@ -87,10 +87,9 @@ class Watchdog:
                     update(Job)
                     .where(Job.id.in_(job_ids), Job.status == JobStatus.RUNNING,
                            Job.lease_owner.startswith(f"{self.worker_id}/", autoescape=True))
-                    .values(status=JobStatus.FAILED, error_code="timeout", finished_at=utcnow(),
-                            lease_owner=None, lease_expires_at=None,
-                            error_message=f"the micro-batch ran past {self.timeout_s:.0f} s "
-                                          "and the watchdog stopped the worker")
+                    .values(failed_job_values(
+                        "timeout", f"the micro-batch ran past {self.timeout_s:.0f} s and the "
+                        "watchdog stopped the worker", utcnow()))
                     .returning(Job.id)
                 ).all()
                 append_events(session, [
