@@ -22,7 +22,7 @@ from llmjobs.config import Settings
 from llmjobs.errors import OperationError
 from llmjobs.models.audit import NewEvent, append_events
 from llmjobs.models.base import BatchStatus, JobStatus, utcnow
-from llmjobs.models.lifecycle import finalise_batch
+from llmjobs.models.lifecycle import cancelled_job_values, finalise_batch
 from llmjobs.models.queries import get_batch
 from llmjobs.models.session import Store
 from llmjobs.models.tables import Batch, CategoryScore, Job, Result
@@ -77,13 +77,13 @@ def cancel_batch(store: Store, batch_id: str, actor: str) -> CancelReport:
         if BatchStatus(batch.status).terminal:
             return CancelReport(batch_id, 0, 0, None, already_finished=True)
 
+        session.execute(update(Batch).where(Batch.id == batch_id).values(cancel_requested_at=utcnow()))
         # One UPDATE: a worker claims jobs with `status = 'queued'` too, so each job is
         # either claimed or cancelled, never both.
         update_result = session.execute(
             update(Job)
             .where(Job.batch_id == batch_id, Job.status == JobStatus.QUEUED)
-            .values(status=JobStatus.CANCELLED, finished_at=utcnow(), not_before=None,
-                    lease_owner=None, lease_expires_at=None)
+            .values(cancelled_job_values(utcnow()))
         )
         cancelled = cast("CursorResult[Any]", update_result).rowcount
         running = _count_jobs(session, batch_id, JobStatus.RUNNING)
@@ -272,7 +272,7 @@ def _reopen_batch(session: Session, batch: Batch) -> None:
     session.execute(
         update(Batch)
         .where(Batch.id == batch.id)
-        .values(status=status, finished_at=None, counts=None, decisions=None)
+        .values(status=status, finished_at=None, counts=None, decisions=None, cancel_requested_at=None)
     )
 
 

@@ -16,13 +16,19 @@ from llmjobs.models.tables import Batch, Job
 
 log = logging.getLogger(__name__)
 
-_OPEN = (BatchStatus.QUEUED, BatchStatus.RUNNING)
+OPEN_BATCH_STATUSES = (BatchStatus.QUEUED, BatchStatus.RUNNING)
 
 
 def failed_job_values(error_code: str, message: str, now: datetime) -> dict[str, Any]:
     """Return the column values of a job that fails outside a model run (poison, watchdog)."""
     return {"status": JobStatus.FAILED, "error_code": error_code, "error_message": message,
             "finished_at": now, "lease_owner": None, "lease_expires_at": None}
+
+
+def cancelled_job_values(now: datetime) -> dict[str, Any]:
+    """Return the column values of a job that `cancel` stops before it runs."""
+    return {"status": JobStatus.CANCELLED, "finished_at": now, "not_before": None,
+            "lease_owner": None, "lease_expires_at": None}
 
 
 def poison_message(max_attempts: int) -> str:
@@ -74,7 +80,7 @@ def finalise_batch(session: Session, batch_id: str, actor: str) -> BatchStatus |
     decisions = decision_counts(session, batch_id) if kind == "moderate" else None
     changed = rowcount(session.execute(
         update(Batch)
-        .where(Batch.id == batch_id, Batch.status.in_(_OPEN))
+        .where(Batch.id == batch_id, Batch.status.in_(OPEN_BATCH_STATUSES))
         .values(status=status, counts=counts, decisions=decisions, finished_at=utcnow())
     ))
     if not changed:

@@ -61,6 +61,8 @@ class Batch(Base):
     counts: Mapped[dict[str, int] | None] = mapped_column(JSON)
     # Final result counts per moderation decision, written with `counts` (moderate batches only).
     decisions: Mapped[dict[str, int] | None] = mapped_column(JSON)
+    # Set by `cancel`: jobs released or left by a dead worker afterwards are cancelled, not run.
+    cancel_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     source_name: Mapped[str | None] = mapped_column(String(1000))
     source_sha256: Mapped[str | None] = mapped_column(String(64))
     idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)

@@ -7,9 +7,9 @@ match the token changes nothing, so a duplicate delivery is a no-op.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, insert, select, update
@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from llmjobs.models.audit import NewEvent, append_events
 from llmjobs.models.base import JobStatus, rowcount, utcnow
-from llmjobs.models.lifecycle import failed_job_values, poison_message
+from llmjobs.models.lifecycle import cancelled_job_values, failed_job_values, poison_message
 from llmjobs.models.tables import Batch, CategoryScore, Job, Result
 
 # Core tables: an executemany on them skips the ORM's bulk-insert bookkeeping per row,
@@ -94,6 +94,9 @@ def claim_chunk(
         return bool(JobStatus(row.status) == JobStatus.RUNNING
                     and row.lease_expires_at is not None and row.lease_expires_at < now)
 
+    if batch.cancel_requested_at is not None:
+        return _cancel_leftovers(session, batch, token, rows, lease_expired, now)
+
     # A job whose lease expired after max_attempts model runs keeps killing its worker.
     poisoned = [row.id for row in rows if lease_expired(row) and row.attempts >= max_attempts]
     claimable = [
@@ -139,15 +142,46 @@ def claim_chunk(
     )
 
 
+def _cancel_leftovers(session: Session, batch: Batch, token: str, rows: Sequence[Any],
+                      lease_expired: Callable[[Any], bool], now: datetime) -> Claim:
+    """Cancel the chunk's queued and lease-expired jobs of a batch that `cancel` was run on."""
+    leftovers = [row.id for row in rows
+                 if JobStatus(row.status) == JobStatus.QUEUED or lease_expired(row)]
+    if leftovers:
+        session.execute(update(Job).where(Job.id.in_(leftovers)).values(cancelled_job_values(now)))
+        append_events(session, [
+            NewEvent(token, "job.cancelled", batch.id, job_id, {"reason": "batch cancelled"})
+            for job_id in leftovers
+        ])
+    finished = sum(1 for row in rows if JobStatus(row.status).terminal) + len(leftovers)
+    return Claim(batch_id=batch.id, kind=batch.kind, batch_params=dict(batch.params or {}),
+                 jobs=[], already_finished=finished, held_elsewhere=len(rows) - finished,
+                 poisoned=[])
+
+
 def start_micro_batch(
-    session: Session, job_ids: Sequence[int], remaining_ids: Sequence[int], token: str, lease_s: int
+    session: Session, batch_id: str, job_ids: Sequence[int], remaining_ids: Sequence[int],
+    token: str, lease_s: int,
 ) -> list[int]:
     """Count an attempt for the jobs about to run and renew the lease of every held job.
 
-    Returns the ids of the micro-batch that this token still holds (a cancel or a reaper
-    may have taken some).
+    Returns the ids of the micro-batch that this token still holds (a reaper may have taken
+    some). After `cancel` on the batch, every held job is cancelled and none is returned.
     """
     now = utcnow()
+    if session.scalar(select(Batch.cancel_requested_at).where(Batch.id == batch_id)) is not None:
+        cancelled = session.scalars(
+            update(Job)
+            .where(Job.id.in_(list(remaining_ids)), Job.lease_owner == token,
+                   Job.status == JobStatus.RUNNING)
+            .values(cancelled_job_values(now))
+            .returning(Job.id)
+        ).all()
+        append_events(session, [
+            NewEvent(token, "job.cancelled", batch_id, job_id, {"reason": "batch cancelled"})
+            for job_id in cancelled
+        ])
+        return []
     expires = now + timedelta(seconds=lease_s)
     session.execute(
         update(Job)

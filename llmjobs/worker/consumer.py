@@ -216,7 +216,7 @@ class ChunkConsumer:
         def start() -> list[int]:
             with self.store.write() as session:
                 return claims.start_micro_batch(
-                    session, [item.job_id for item in batch], remaining, token,
+                    session, batch_id, [item.job_id for item in batch], remaining, token,
                     self.settings.lease_s,
                 )
 

@@ -23,7 +23,13 @@ from sqlalchemy import select, update
 from llmjobs.config import Settings
 from llmjobs.models.audit import NewEvent, append_events
 from llmjobs.models.base import BatchStatus, JobStatus, Priority, utcnow
-from llmjobs.models.lifecycle import failed_job_values, finalise_batch, poison_message
+from llmjobs.models.lifecycle import (
+    OPEN_BATCH_STATUSES,
+    cancelled_job_values,
+    failed_job_values,
+    finalise_batch,
+    poison_message,
+)
 from llmjobs.models.session import Store
 from llmjobs.models.tables import Batch, Job
 
@@ -39,6 +45,7 @@ PUBLISH_RETRY_S = 5
 @dataclass
 class ReapReport:
     requeued: int = 0
+    cancelled: int = 0
     poisoned: int = 0
     published: int = 0
     finalised: int = 0
@@ -74,6 +81,17 @@ class Reaper:
         with self.store.write() as session:
             now = utcnow()
             expired = (Job.status == JobStatus.RUNNING) & (Job.lease_expires_at < now)
+            # Jobs of a cancelled batch that went back to the queue or lost their worker
+            # after the cancel: cancelled, never run again.
+            cancelling = select(Batch.id).where(Batch.cancel_requested_at.is_not(None),
+                                                Batch.status.in_(OPEN_BATCH_STATUSES))
+            cancelled = session.execute(
+                update(Job)
+                .where(Job.batch_id.in_(cancelling.scalar_subquery()),
+                       expired | (Job.status == JobStatus.QUEUED))
+                .values(cancelled_job_values(now))
+                .returning(Job.id, Job.batch_id)
+            ).all()
             poisoned = session.execute(
                 update(Job)
                 .where(expired, Job.attempts >= self.settings.max_attempts)
@@ -94,6 +112,10 @@ class Reaper:
                 .values(lease_owner=None, lease_expires_at=None, not_before=now)
             )
             append_events(session, [
+                NewEvent(self.actor, "job.cancelled", row.batch_id, row.id,
+                         {"reason": "batch cancelled"})
+                for row in cancelled
+            ] + [
                 NewEvent(self.actor, "job.failed", row.batch_id, row.id, {"error_code": "poison"})
                 for row in poisoned
             ] + [
@@ -102,10 +124,13 @@ class Reaper:
                 for row in requeued
             ])
             report.poisoned, report.requeued = len(poisoned), len(requeued)
-            touched.update(row.batch_id for row in poisoned)
+            report.cancelled = len(cancelled)
+            touched.update(row.batch_id for row in [*poisoned, *cancelled])
         if report.poisoned or report.requeued:
             log.warning("Reaper: %d jobs with expired leases requeued, %d failed as poison.",
                         report.requeued, report.poisoned)
+        if report.cancelled:
+            log.info("Reaper: %d jobs of cancelled batches cancelled.", report.cancelled)
 
         report.published = self._publish_due()
         report.finalised = self._finalise(touched)

@@ -259,6 +259,42 @@ def test_cancel_mid_run_then_retry_failed(setup) -> None:
     assert len(_job_ids(store, batch_id, JobStatus.CANCELLED)) == counts[JobStatus.CANCELLED]
 
 
+def test_cancel_after_worker_killed(setup) -> None:
+    settings, store, env, tmp_path = setup
+    texts = _texts(40)
+    texts[10] = "STALL-HERE " + texts[10]
+    batch_id, ids = make_batch(store, texts)
+    _publish(settings, env["LLMJOBS_BROKER_URL"], batch_id, ids, chunk_size=8)
+    stalling = {**env, "LLMJOBS_FAULT_STALL_MARKER": "STALL-HERE", "LLMJOBS_MAX_BATCH_SIZE": "2"}
+    first = WorkerProcess(stalling, tmp_path / "worker1.log", "--kinds", "moderate")
+
+    def stalled_job_started() -> bool:
+        with store.read() as session:
+            job = session.get(Job, ids[10])
+            return job.status == JobStatus.RUNNING and job.attempts > 0
+
+    wait_until(stalled_job_started, 300, "the worker to stall on one job")
+    first.kill()
+    held = _job_ids(store, batch_id, JobStatus.RUNNING)
+    assert ids[10] in held
+    assert len(held) > 1
+    cancelled = _cli(env, "cancel", batch_id, "--json")
+    assert cancelled.returncode == 0, cancelled.stderr
+
+    # The dead worker's jobs were cancelled after its leases expired, not run again.
+    second = WorkerProcess(env, tmp_path / "worker2.log", "--kinds", "moderate")
+    try:
+        wait_until(lambda: _terminal(store, batch_id), 300, "the batch to finish")
+    finally:
+        second.stop()
+    assert _batch(store, batch_id).status == BatchStatus.CANCELLED
+    assert held <= _job_ids(store, batch_id, JobStatus.CANCELLED)
+    assert _job_ids(store, batch_id, JobStatus.QUEUED) == set()
+    assert _job_ids(store, batch_id, JobStatus.RUNNING) == set()
+    assert _results(store, batch_id) == len(_job_ids(store, batch_id, JobStatus.SUCCEEDED))
+    assert _finished_events(store, batch_id) == 1
+
+
 def _job_ids(store: Store, batch_id: str, status: JobStatus) -> set[int]:
     with store.read() as session:
         return set(session.scalars(select(Job.id).where(Job.batch_id == batch_id,
