@@ -143,7 +143,7 @@ def bench_moderate(work: Path, tokenizer: Any, settings: Settings, args: argpars
 def run_kind(kind: JobKind, items: Sequence[WorkItem], settings: Settings) -> float:
     started = time.perf_counter()
     batches = form_micro_batches(
-        items, kind.token_count, kind.group_key, settings.max_batch_size, settings.max_batch_tokens
+        items, kind.token_counts(items), kind.group_key, settings.max_batch_size, settings.max_batch_tokens
     )
     for batch in batches:
         results = kind.run(batch)
