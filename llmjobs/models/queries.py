@@ -13,18 +13,26 @@ from llmjobs.errors import NotFoundError
 from llmjobs.models.base import BatchStatus, JobStatus
 from llmjobs.models.tables import AuditEvent, Batch, CategoryScore, Job, RejectedRow, Result
 
+# The shortest batch id prefix accepted in place of a full id.
+MIN_PREFIX = 4
+
 
 def get_batch(session: Session, batch_id: str) -> Batch:
     """Return the batch, accepting a unique prefix of its id as `git` does for commits."""
     batch = session.get(Batch, batch_id)
     if batch is not None:
         return batch
-    if len(batch_id) >= 4:
-        matches = session.scalars(
-            select(Batch).where(Batch.id.startswith(batch_id, autoescape=True)).limit(2)
-        ).all()
-        if len(matches) == 1:
-            return matches[0]
+    if len(batch_id) < MIN_PREFIX:
+        raise NotFoundError(f"batch {batch_id!r} not found; give the full id or a prefix of at "
+                            f"least {MIN_PREFIX} characters (list batches with `llmjobs batches`)")
+    matches = session.scalars(
+        select(Batch).where(Batch.id.startswith(batch_id, autoescape=True)).limit(2)
+    ).all()
+    if len(matches) == 1:
+        return matches[0]
+    if len(matches) > 1:
+        raise NotFoundError(f"batch prefix {batch_id!r} matches more than one batch; give more "
+                            "characters of the id")
     raise NotFoundError(f"batch {batch_id!r} not found; list batches with `llmjobs batches`")
 
 

@@ -8,6 +8,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 
+from llmjobs.errors import NotFoundError
 from llmjobs.models import Batch, Job, JobStatus, Result, Store
 from llmjobs.models.audit import NewEvent, append_events, verify_chain
 from llmjobs.models.base import Base
@@ -53,6 +54,21 @@ def test_batch_prefix_lookup(database_url: str) -> None:
     _batch_with_jobs(store, 0)
     with store.read() as session:
         assert get_batch(session, "b-00").id == "b-0001"
+
+
+@pytest.mark.parametrize(("prefix", "message"), [
+    ("b-0", "at least 4 characters"),
+    ("b-00", "more than one batch"),
+    ("zzzz", "not found"),
+])
+def test_batch_prefix_errors(database_url: str, prefix: str, message: str) -> None:
+    store = Store(database_url)
+    with store.write() as session:
+        session.add_all([Batch(id="b-0001", kind="moderate", params={}),
+                         Batch(id="b-0002", kind="moderate", params={})])
+
+    with pytest.raises(NotFoundError, match=message), store.read() as session:
+        get_batch(session, prefix)
 
 
 def test_audit_chain_detects_edit(database_url: str) -> None:
