@@ -32,7 +32,7 @@ from llmjobs.models.queries import (
     list_batches,
 )
 from llmjobs.models.tables import Batch, Job
-from llmjobs.textwidth import pad
+from llmjobs.textwidth import one_line, pad, printable
 
 _FORMAT_BY_SUFFIX = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl"}
 
@@ -71,7 +71,7 @@ def batches_command(context: CliContext, status: str | None, limit: int, as_json
         cells = (batch.id, batch.kind, batch.status.value, str(batch.total),
                  format_time(batch.created_at))
         line = "  ".join(pad(cell, width) for cell, width in zip(cells, widths, strict=True))
-        click.echo(f"{line}  {batch.name or ''}".rstrip())
+        click.echo(f"{line}  {one_line(batch.name or '')}".rstrip())
 
 
 def _decisions(session: Session, batch: Batch) -> dict[str, int] | None:
@@ -161,7 +161,7 @@ def status_command(context: CliContext, batch_id: str, as_json: bool) -> None:
     if summary["throughput_per_s"] is not None:
         lines.append(f"Throughput  {summary['throughput_per_s']:.2f} jobs/s "
                      f"over {summary['elapsed_s']:.1f} s")
-    click.echo("\n".join(lines))
+    click.echo(printable("\n".join(lines)))
 
 
 @click.command("results")
@@ -323,7 +323,7 @@ def jobs_show(context: CliContext, reference: str, as_json: bool) -> None:
     if as_json:
         print_json(details)
         return
-    click.echo("\n".join(_job_lines(details)))
+    click.echo(printable("\n".join(_job_lines(details))))
 
 
 def _job_lines(details: dict[str, Any]) -> list[str]:

@@ -175,6 +175,24 @@ def test_results_table_default(store: Store, invoke: Invoke) -> None:
     assert "input_too_long" in lines[4]
 
 
+def test_terminal_output_escapes_controls(store: Store, invoke: Invoke) -> None:
+    hostile = "\x1b[31mRED\x1b]0;title\x07 \r=cr \u202eevil"
+    items = [Item("esc\x1b[2J", hostile, JobStatus.SUCCEEDED, {"decision": "allow"}, "allow", {})]
+    batch_id, _ = add_batch(store, "moderate", items)
+
+    table = invoke("results", batch_id).stdout
+    shown = invoke("jobs", "show", f"{batch_id}:esc\x1b[2J").stdout
+    jsonl = invoke("results", batch_id, "--format", "jsonl").stdout
+
+    for output in (table, shown):
+        assert "\x1b" not in output
+        assert "\x07" not in output
+        assert "\r" not in output
+        assert "\u202e" not in output
+        assert "\\x1b[31mRED" in output
+    assert json.loads(jsonl)["input"] == hostile
+
+
 def test_status_json_counts(store: Store, invoke: Invoke) -> None:
     batch_id, _ = add_batch(store, "moderate", MODERATION_ITEMS)
 
