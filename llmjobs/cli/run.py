@@ -25,6 +25,8 @@ from llmjobs.errors import ValidationFailed, WorkerError
 from llmjobs.producer import SubmitOptions
 
 WORKER_STOP_TIMEOUT_S = 120
+# 128 + SIGINT, as shells report a command ended by Ctrl-C.
+EXIT_INTERRUPTED = 130
 
 
 @click.command("run")
@@ -59,16 +61,23 @@ def run_command(context: CliContext, file: Path, kind: str, options: SubmitOptio
             raise SystemExit(EXIT_FAILED)
 
         view = client.status(outcome.batch_id)
+        # Above zero when the same input was run before and interrupted: the batch is reused.
+        done_before = view.done
         started = time.monotonic()
         if not view.terminal:
-            view = _process(client, settings, kind, device, outcome.batch_id, quiet, timeout_s)
+            try:
+                view = _process(client, settings, kind, device, outcome.batch_id, quiet, timeout_s)
+            except KeyboardInterrupt:
+                _report_interrupt(client.status(outcome.batch_id))
+                raise SystemExit(EXIT_INTERRUPTED) from None
         elapsed_s = time.monotonic() - started
 
     if as_json:
         print_json({**view.as_dict(), "submit": outcome.to_dict(), "wall_s": round(elapsed_s, 2),
+                    "done_before": done_before,
                     "throughput_items_per_s": _rate(view, view.elapsed_s or elapsed_s)})
     else:
-        _print_summary(view, elapsed_s)
+        _print_summary(view, elapsed_s, done_before)
     if view.counts["failed"] or view.counts["cancelled"] or not view.terminal:
         raise SystemExit(EXIT_FAILED)
 
@@ -163,11 +172,24 @@ def _rate(view: BatchView, elapsed_s: float) -> float:
     return round(view.done / elapsed_s, 2) if elapsed_s > 0 else 0.0
 
 
-def _print_summary(view: BatchView, elapsed_s: float) -> None:
+def _report_interrupt(view: BatchView) -> None:
+    click.echo(
+        f"\nInterrupted. Batch {view.batch_id} keeps its jobs: {view.done} of {view.total} done, "
+        "the rest stay queued. Run the same command again to continue this batch, start "
+        f"`llmjobs worker` to process it, or stop it with `llmjobs cancel {view.batch_id}`.",
+        err=True,
+    )
+
+
+def _print_summary(view: BatchView, elapsed_s: float, done_before: int = 0) -> None:
     counts = ", ".join(f"{count} {status}" for status, count in view.counts.items() if count)
     click.echo(f"Batch {view.batch_id} {view.status}: {counts or 'no jobs'}.")
     processing_s = view.elapsed_s
-    if processing_s:
+    if done_before:
+        # The batch's own times span the earlier, interrupted run as well.
+        click.echo(f"This run processed {view.done - done_before} jobs; {done_before} were done "
+                   f"by an earlier run. {elapsed_s:.1f} s in all, including the worker start-up.")
+    elif processing_s:
         click.echo(
             f"Processed {view.done} jobs in {processing_s:.{1 if processing_s >= 1 else 3}f} s "
             f"({view.done / processing_s:.1f} items/s); {elapsed_s:.1f} s in all, "

@@ -11,8 +11,10 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -131,3 +133,40 @@ def test_write_csl_titles_200(home: Path, shared_data: Path, tmp_path: Path) -> 
     assert all(row["output"]["finish_reason"] in ("stop", "length") for row in rows)
     assert all(row["output"]["template"] == "headline@1" for row in rows)
     _check_job_trail(home, summary["batch_id"], "1")
+
+
+def test_run_interrupted_then_rerun(home: Path, tmp_path: Path) -> None:
+    path = tmp_path / "comments.jsonl"
+    rows = [{"id": f"c{n}", "text": f"第 {n} 条评论, comment {n}" + (" STALL" if n == 200 else "")}
+            for n in range(300)]
+    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+    # The worker stalls for a while on row 200, so the interrupt lands midway.
+    stalling = _env(home, LLMJOBS_FAULT_STALL_MARKER="STALL", LLMJOBS_FAULT_STALL_S="6")
+    process = subprocess.Popen([*LLMJOBS, "run", str(path), "--kind", "moderate"], env=stalling,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               encoding="utf-8")
+
+    def done() -> int:
+        listed = _llmjobs(home, "batches", "--json")
+        batches = [b for b in json.loads(listed.stdout or "[]") if b["total"] == 300]
+        if not batches:
+            return 0
+        status = _llmjobs(home, "status", batches[0]["id"], "--json")
+        return int(json.loads(status.stdout)["done"])
+
+    deadline = time.monotonic() + 600
+    while done() < 150 and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.5)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=300)
+
+    assert process.returncode == 130, stderr[-3000:]
+    assert "Interrupted. Batch" in stderr
+    assert "Run the same command again" in stderr
+
+    again = _run(home, str(path), "--kind", "moderate")
+    assert again["status"] == "completed"
+    assert again["done_before"] >= 150
+    results = _results(home, again["batch_id"])
+    assert [result["id"] for result in results] == [row["id"] for row in rows]
+    assert all(result["status"] == "succeeded" for result in results)
