@@ -8,7 +8,7 @@ them later. A duplicate message is harmless because workers skip finished or lea
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, cast
@@ -138,7 +138,9 @@ def retry_jobs(
         if not job_ids:
             return RetryReport(batch_id, 0, 0, tuple(status.value for status in selected))
 
-        # Results first, while the jobs still have their old status to select them by.
+        # Events first, while the results they record still exist; then the results, while
+        # the jobs still have their old status to select them by.
+        _append_in_pages(session, _retried_events(session, actor, batch_id, previous))
         chosen_ids = select(Job.id).where(*chosen).scalar_subquery()
         session.execute(delete(CategoryScore).where(CategoryScore.job_id.in_(chosen_ids)))
         session.execute(delete(Result).where(Result.job_id.in_(chosen_ids)))
@@ -149,12 +151,6 @@ def retry_jobs(
             )
         )
         _reopen_batch(session, batch)
-        _append_in_pages(session, (
-            NewEvent(actor, "job.retried", batch_id=batch_id, job_id=row.id,
-                     details={"previous_status": JobStatus(row.status).value,
-                              "previous_error_code": row.error_code})
-            for row in previous
-        ))
         status_names = tuple(status.value for status in selected)
         append_events(session, [NewEvent(
             actor, "batch.retried", batch_id=batch_id,
@@ -280,6 +276,30 @@ def _count_jobs(session: Session, batch_id: str, status: JobStatus) -> int:
     return session.scalar(
         select(func.count()).select_from(Job).where(Job.batch_id == batch_id, Job.status == status)
     ) or 0
+
+
+def _retried_events(session: Session, actor: str, batch_id: str,
+                    previous: Sequence[Any]) -> Iterator[NewEvent]:
+    """Yield one job.retried event per job, with the result it had, if any, so none is lost."""
+    for start in range(0, len(previous), AUDIT_PAGE_SIZE):
+        page = previous[start:start + AUDIT_PAGE_SIZE]
+        results = {row.job_id: row for row in session.execute(
+            select(Result.job_id, Result.output, Result.decision, Result.checkpoint_id,
+                   Result.checkpoint_revision, Result.created_at)
+            .where(Result.job_id.in_([row.id for row in page]))
+        )}
+        for row in page:
+            details: dict[str, Any] = {"previous_status": JobStatus(row.status).value,
+                                       "previous_error_code": row.error_code}
+            result = results.get(row.id)
+            if result is not None:
+                details["previous_result"] = {
+                    "output": result.output, "decision": result.decision,
+                    "checkpoint_id": result.checkpoint_id,
+                    "checkpoint_revision": result.checkpoint_revision,
+                    "created_at": result.created_at.isoformat() if result.created_at else None,
+                }
+            yield NewEvent(actor, "job.retried", batch_id=batch_id, job_id=row.id, details=details)
 
 
 def _append_in_pages(session: Session, events: Iterable[NewEvent]) -> None:

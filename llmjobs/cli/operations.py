@@ -68,7 +68,8 @@ def cancel_command(context: CliContext, batch_id: str, as_json: bool) -> None:
 @click.option("--status", "statuses", multiple=True,
               type=click.Choice([status.value for status in RETRYABLE_STATUSES]),
               help="Retry jobs with this status (repeat the option for several). Succeeded "
-                   "jobs are retried only when named here.")
+                   "jobs are retried only when named here: their results are replaced, and "
+                   "each previous result is kept in the job's audit trail (`llmjobs jobs show`).")
 @json_option
 @pass_cli
 def retry_command(

@@ -197,6 +197,12 @@ def test_retry_succeeded_needs_explicit_status(store: Store, app: Celery, settin
     with store.read() as session:
         assert session.scalar(select(func.count()).select_from(Result)) == 0
         assert session.scalar(select(func.count()).select_from(CategoryScore)) == 0
+        events = session.scalars(select(AuditEvent).where(
+            AuditEvent.job_id == jobs["ok-2"], AuditEvent.action == "job.retried")).all()
+    assert len(events) == 1
+    previous = events[0].details["previous_result"]
+    assert previous["output"]["decision"] == "block"
+    assert previous["decision"] == "block"
 
 
 def test_retry_succeeded_rejected_while_running(store: Store, app: Celery,
