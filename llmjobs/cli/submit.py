@@ -45,7 +45,8 @@ _OPTIONS: tuple[Callable[[Any], Any], ...] = (
                  help="CSV/TSV column holding the text, by header name or 1-based number "
                       "[default: the 'text' column]."),
     click.option("--id-column", metavar="NAME|N",
-                 help="CSV/TSV column holding item ids [default: ids are record numbers]."),
+                 help="CSV/TSV column holding item ids [default: the header's 'id' column, "
+                      "else record numbers]."),
     click.option("--delimiter", metavar="CHAR",
                  help="CSV/TSV delimiter: one character, or tab, comma, semicolon, pipe."),
     click.option("--header/--no-header", default=None,

@@ -23,6 +23,7 @@ from llmjobs.producer.records import Reader, ReadOptions, Record, Rejection
 
 DELIMITER_NAMES = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";", "pipe": "|"}
 DEFAULT_TEXT_COLUMN = "text"
+DEFAULT_ID_COLUMN = "id"
 # Header columns that carry per-row languages of translate jobs.
 _LANGUAGE_COLUMNS = ("target_lang", "source_lang")
 
@@ -153,9 +154,12 @@ class Columns:
             text_index = _find_name(names, DEFAULT_TEXT_COLUMN, "--text-column", default=True)
         else:
             text_index = _resolve(names, options.text_column, "--text-column")
-        id_index = (
-            _resolve(names, options.id_column, "--id-column") if options.id_column else None
-        )
+        if options.id_column:
+            id_index: int | None = _resolve(names, options.id_column, "--id-column")
+        else:
+            # An "id" column is used as JSONL's "id" field is; with none, ids are record numbers.
+            found = [i for i, name in enumerate(names) if name.strip().lower() == DEFAULT_ID_COLUMN]
+            id_index = found[0] if len(found) == 1 and found[0] != text_index else None
         used = {text_index, id_index}
         variables: list[tuple[int, str]] = []
         languages: list[tuple[int, str]] = []

@@ -296,6 +296,18 @@ def test_csv_text_column_case_insensitive(settings: Settings, tmp_path: Path) ->
     assert jobs_of(checked(settings, path))[0].text == "y"
 
 
+def test_csv_id_column_by_default(settings: Settings, tmp_path: Path) -> None:
+    path = tmp_path / "ids.csv"
+    path.write_text("ID,text\nq1,你好\nq2,world\n", encoding="utf-8")
+    assert [job.item_id for job in jobs_of(checked(settings, path))] == ["q1", "q2"]
+
+
+def test_csv_without_id_column_numbers_records(settings: Settings, tmp_path: Path) -> None:
+    path = tmp_path / "no-ids.csv"
+    path.write_text("text,other\n你好,x\nworld,y\n", encoding="utf-8")
+    assert [job.item_id for job in jobs_of(checked(settings, path))] == ["1", "2"]
+
+
 def test_csv_extra_columns_become_variables(settings: Settings, tmp_path: Path) -> None:
     templates = tmp_path / "templates.toml"
     templates.write_text('[templates.ad]\nversion = 1\ntext = "{brand}: {text}"\n', encoding="utf-8")
