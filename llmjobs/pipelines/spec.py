@@ -251,11 +251,9 @@ class _Checker:
         schedule = self.string(values, "schedule", key_path, required=True)
         if schedule is None:
             return None
-        fields_count = len(schedule.split())
-        if fields_count != 5 or not croniter.is_valid(schedule):
-            self.report((*key_path, "schedule"),
-                        f"invalid cron expression {schedule!r}; expected five fields "
-                        "(minute hour day-of-month month day-of-week), such as '0 2 * * *'")
+        problem = cron_problem(schedule)
+        if problem is not None:
+            self.report((*key_path, "schedule"), f"invalid cron expression {schedule!r}: {problem}")
             return None
         return schedule
 
@@ -462,3 +460,25 @@ def _type_name(value: Any) -> str:
     if isinstance(value, str):
         return f"the string {value!r}"
     return type(value).__name__
+
+
+# Cron fields in order, with the values each accepts (day-of-week 0 and 7 are both Sunday).
+_CRON_FIELDS = (("minute", "0-59"), ("hour", "0-23"), ("day-of-month", "1-31"),
+                ("month", "1-12 or jan-dec"), ("day-of-week", "0-7 or sun-sat"))
+
+
+def cron_problem(expression: str) -> str | None:
+    """Return what is wrong with a five-field cron expression, naming the field, or None."""
+    fields = expression.split()
+    if len(fields) != len(_CRON_FIELDS):
+        return (f"expected five fields (minute hour day-of-month month day-of-week), got "
+                f"{len(fields)}, such as '0 2 * * *'")
+    if croniter.is_valid(expression):
+        return None
+    for index, (name, allowed) in enumerate(_CRON_FIELDS):
+        alone = ["*"] * len(_CRON_FIELDS)
+        alone[index] = fields[index]
+        if not croniter.is_valid(" ".join(alone)):
+            return (f"the {name} field {fields[index]!r} is invalid; it takes {allowed}, "
+                    "lists, ranges and steps")
+    return "the fields are each valid but cannot be combined; check the day-of-month and month"

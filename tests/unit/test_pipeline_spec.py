@@ -103,10 +103,12 @@ def test_example_file_is_valid() -> None:
     [
         pytest.param("kind: translate", "kind: summarise", ":9:15: pipelines.nightly.steps[1].kind: "
                      "unknown kind 'summarise'", id="unknown-kind"),
-        pytest.param('"0 2 * * *"', '"0 25 * * *"', ":3:15: pipelines.nightly.schedule: invalid cron",
-                     id="bad-cron"),
-        pytest.param('"0 2 * * *"', '"0 2 * *"', ":3:15: pipelines.nightly.schedule: invalid cron",
-                     id="four-field-cron"),
+        pytest.param('"0 2 * * *"', '"0 25 * * *"', ":3:15: pipelines.nightly.schedule: invalid cron "
+                     "expression '0 25 * * *': the hour field '25' is invalid", id="bad-cron"),
+        pytest.param('"0 2 * * *"', '"61 2 * * *"', "the minute field '61' is invalid; it takes 0-59",
+                     id="minute-out-of-range"),
+        pytest.param('"0 2 * * *"', '"0 2 * *"', ":3:15: pipelines.nightly.schedule: invalid cron "
+                     "expression '0 2 * *': expected five fields", id="four-field-cron"),
         pytest.param("decision: {in", "decison: {in", ":11:27: pipelines.nightly.steps[1].filter.decison: "
                      "unknown field 'decison'", id="filter-unknown-field"),
         pytest.param("timezone: Asia/Shanghai", "timezone: Asia/Shanghia",
