@@ -58,5 +58,10 @@ def print_json(value: Any) -> None:
     click.echo(json.dumps(value, ensure_ascii=False, indent=2, default=str))
 
 
+def plural(count: int, noun: str) -> str:
+    """Return "1 job" or "3 jobs": the count and the noun, with an s unless the count is 1."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def is_terminal() -> bool:
     return sys.stderr.isatty()

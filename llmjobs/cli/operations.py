@@ -10,7 +10,7 @@ import click
 from celery import Celery
 
 from llmjobs.broker import create_celery_app
-from llmjobs.cli.common import CliContext, json_option, pass_cli, print_json
+from llmjobs.cli.common import CliContext, json_option, pass_cli, plural, print_json
 from llmjobs.embedded import broker_url_for
 from llmjobs.operations import RETRYABLE_STATUSES, cancel_batch, requeue_jobs, retry_jobs
 
@@ -86,8 +86,8 @@ def retry_command(
         print_json({"batch_id": report.batch_id, "retried": report.retried,
                     "messages": report.messages, "statuses": list(report.statuses)})
     else:
-        click.echo(f"Retrying {report.retried} jobs ({', '.join(report.statuses)}) of batch "
-                   f"{report.batch_id} in {report.messages} messages.")
+        click.echo(f"Retrying {plural(report.retried, 'job')} ({', '.join(report.statuses)}) of "
+                   f"batch {report.batch_id} in {plural(report.messages, 'message')}.")
 
 
 @click.command("requeue")
@@ -115,7 +115,7 @@ def requeue_command(
         return
     for batch, count in report.republished.items():
         click.echo(f"Batch {batch}: {count} jobs")
-    click.echo(f"Republished {report.total} queued jobs in {report.messages} messages.")
+    click.echo(f"Republished {plural(report.total, 'queued job')} in {plural(report.messages, 'message')}.")
 
 
 def register(cli: click.Group) -> None:

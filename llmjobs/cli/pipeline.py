@@ -182,7 +182,8 @@ def _describe_record(record: dict[str, Any]) -> str:
 @click.command("scheduler")
 @_pipelines_option
 @click.option("--loglevel", default="INFO", show_default=True,
-              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+              help="Lowest level of log lines written to stderr.")
 @pass_cli
 def scheduler_command(context: CliContext, pipelines_path: Path, loglevel: str) -> None:
     """Run Celery beat for the pipelines and run each due night in this process.

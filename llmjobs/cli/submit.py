@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from llmjobs.broker import create_celery_app
-from llmjobs.cli.common import EXIT_FAILED, CliContext, is_terminal, pass_cli, print_json
+from llmjobs.cli.common import EXIT_FAILED, CliContext, is_terminal, pass_cli, plural, print_json
 from llmjobs.config import KINDS
 from llmjobs.embedded import broker_url_for
 from llmjobs.errors import ValidationFailed
@@ -195,8 +195,8 @@ def print_outcome(outcome: SubmitOutcome, as_json: bool) -> None:
         )
     else:
         click.echo(
-            f"Submitted batch {outcome.batch_id}: {outcome.jobs} jobs in {outcome.chunks} "
-            f"chunks, {outcome.rejected} rejected rows."
+            f"Submitted batch {outcome.batch_id}: {plural(outcome.jobs, 'job')} in "
+            f"{plural(outcome.chunks, 'chunk')}, {plural(outcome.rejected, 'rejected row')}."
         )
     if outcome.existing and outcome.chunks:
         click.echo(f"Published its {outcome.chunks} unpublished chunks.")

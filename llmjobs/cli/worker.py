@@ -28,7 +28,8 @@ def parse_kinds(text: str) -> list[str]:
 @click.option("--kinds", "kinds_text", default=",".join(KINDS), show_default=True,
               help="Job kinds this worker serves; their checkpoints load once, at start.")
 @click.option("--loglevel", default="INFO", show_default=True,
-              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+              help="Lowest level of log lines written to stderr.")
 @click.option("--no-restart", is_flag=True,
               help="Do not start a worker process again after it crashed or hung.")
 @pass_cli
