@@ -181,6 +181,11 @@ class Columns:
         else:
             text_index = _resolve(None, options.text_column, "--text-column")
         id_index = _resolve(None, options.id_column, "--id-column") if options.id_column else None
+        # One error for the option, instead of one per row, when no row could have the column.
+        for option, index in (("--text-column", text_index), ("--id-column", id_index)):
+            if index is not None and index >= width:
+                raise ProducerError(f"{option} {index + 1}: the first row has only {width} "
+                                    "columns; give a column number within the row")
         used = {text_index, id_index}
         variables: list[tuple[int, str]] = []
         if options.kind == "write":

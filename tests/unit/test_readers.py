@@ -308,6 +308,13 @@ def test_csv_without_id_column_numbers_records(settings: Settings, tmp_path: Pat
     assert [job.item_id for job in jobs_of(checked(settings, path))] == ["1", "2"]
 
 
+def test_csv_column_number_beyond_row(settings: Settings, tmp_path: Path) -> None:
+    path = tmp_path / "narrow.csv"
+    path.write_text("a,b,c\nd,e,f\n", encoding="utf-8")
+    with pytest.raises(ProducerError, match="--text-column 9: the first row has only 3 columns"):
+        checked(settings, path, text_column="9")
+
+
 def test_csv_extra_columns_become_variables(settings: Settings, tmp_path: Path) -> None:
     templates = tmp_path / "templates.toml"
     templates.write_text('[templates.ad]\nversion = 1\ntext = "{brand}: {text}"\n', encoding="utf-8")
