@@ -46,8 +46,6 @@ def run_command(context: CliContext, file: Path, kind: str, options: SubmitOptio
     """
     settings = context.settings
     quiet = as_json or not is_terminal()
-    if not settings.checkpoints.get(kind):
-        _warn_tiny_checkpoint(kind)
 
     with Client(settings, context.store) as client:
         try:
@@ -55,6 +53,9 @@ def run_command(context: CliContext, file: Path, kind: str, options: SubmitOptio
         except ValidationFailed as error:
             report_rejections(error, as_json)
             raise
+        # After the submit, so that an invalid option or file is reported on its own.
+        if not settings.checkpoints.get(kind):
+            _warn_tiny_checkpoint(kind)
         if not as_json:
             print_outcome(outcome, as_json=False)
         if not outcome.published:
