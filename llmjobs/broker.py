@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from celery import Celery
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from llmjobs.config import KINDS, Settings, kombu_broker_url
 from llmjobs.errors import BrokerError
@@ -25,8 +25,17 @@ log = logging.getLogger(__name__)
 RUN_CHUNK_TASK = "llmjobs.run_chunk"
 
 
+# One direct exchange for every llmjobs queue; each queue is bound by its own name.
+EXCHANGE = Exchange("llmjobs", type="direct")
+
+
 def queue_name(kind: str) -> str:
     return f"llmjobs.{kind}"
+
+
+def bound_queue(name: str) -> Queue:
+    """Return the queue `name`, bound to the llmjobs exchange with its name as routing key."""
+    return Queue(name, EXCHANGE, routing_key=name)
 
 
 def create_celery_app(settings: Settings, broker_url: str) -> Celery:
@@ -46,7 +55,7 @@ def create_celery_app(settings: Settings, broker_url: str) -> Celery:
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=settings.prefetch_multiplier,
         task_time_limit=settings.task_time_limit_s,
-        task_queues=[Queue(queue_name(kind), routing_key=queue_name(kind)) for kind in KINDS],
+        task_queues=[bound_queue(queue_name(kind)) for kind in KINDS],
         task_default_queue=queue_name("moderate"),
         task_default_priority=Priority.NORMAL.broker_priority,
         task_create_missing_queues=False,

@@ -26,9 +26,8 @@ from pathlib import Path
 
 from celery import Celery, signals
 from celery.beat import EmbeddedService
-from kombu import Queue
 
-from llmjobs.broker import create_celery_app
+from llmjobs.broker import bound_queue, create_celery_app
 from llmjobs.client import Client
 from llmjobs.config import Settings
 from llmjobs.models.base import utcnow
@@ -99,7 +98,7 @@ def create_scheduler_app(settings: Settings, broker_url: str, pipelines: Pipelin
     """
     app = create_celery_app(settings, broker_url)
     app.conf.update(
-        task_queues=[Queue(PIPELINE_QUEUE, routing_key=PIPELINE_QUEUE)],
+        task_queues=[bound_queue(PIPELINE_QUEUE)],
         task_default_queue=PIPELINE_QUEUE,
         beat_schedule=beat_schedule(pipelines.pipelines),
         # In memory: which nights ran is kept in the store, not in a beat schedule file.
