@@ -207,3 +207,15 @@ def test_token_counts_match_single(moderate: ModerateKind) -> None:
     assert counts == [moderate.token_count(item) for item in items]
     assert counts[1] == moderate.max_input_tokens
     assert moderate.token_counts([]) == []
+
+
+def test_padded_encodings_match_truncating_path(moderate: ModerateKind) -> None:
+    texts = ["短", "A somewhat longer English sentence about nothing.", "混合 mixed 文本 😀" * 5]
+    items = [item(text) for text in texts]
+    padded = moderate.preprocess(items).encoded
+    tokenized = moderate.checkpoint.tokenizer(texts, truncation=True, max_length=moderate.max_input_tokens,
+                                              padding=True, return_tensors="pt")
+
+    assert sorted(padded.keys()) == sorted(tokenized.keys())
+    for name in tokenized:
+        assert padded[name].tolist() == tokenized[name].tolist()

@@ -79,9 +79,15 @@ class ModerateKind(JobKind):
         tokenizer = self.checkpoint.tokenizer
         texts = [item.text for item in items]
         limit = self.max_input_tokens
-        full_lengths = [len(ids) for ids in tokenizer(texts, verbose=False)["input_ids"]]
-        # The tokenizer cuts at a token boundary and keeps the closing special token.
-        encoded = tokenizer(texts, truncation=True, max_length=limit, padding=True, return_tensors="pt")
+        full = tokenizer(texts, verbose=False)
+        full_lengths = [len(ids) for ids in full["input_ids"]]
+        if max(full_lengths, default=0) > limit:
+            # The tokenizer cuts at a token boundary and keeps the closing special token.
+            encoded = tokenizer(texts, truncation=True, max_length=limit, padding=True,
+                                return_tensors="pt")
+        else:
+            # Nothing to cut, so the encodings above are padded instead of tokenising again.
+            encoded = tokenizer.pad(full, return_tensors="pt")
         return ModerationBatch(
             encoded=encoded,
             input_tokens=[min(length, limit) for length in full_lengths],
