@@ -26,6 +26,7 @@ from llmjobs.errors import StoreError
 
 log = logging.getLogger(__name__)
 
+SQLITE_CACHE_KIB = 64 * 1024
 SQLITE_BUSY_TIMEOUT_MS = 60_000
 _READ_ONLY = "llmjobs_read_only"
 
@@ -61,6 +62,9 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
+        # Page cache per connection, in KiB (negative). The default 2 MiB holds little of the
+        # job, result and score indexes of a big batch, so every write reads pages back.
+        cursor.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
         cursor.close()
 
     @event.listens_for(engine, "begin")

@@ -8,10 +8,12 @@ into a temporary file.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -140,23 +142,29 @@ def test_run_interrupted_then_rerun(home: Path, tmp_path: Path) -> None:
     rows = [{"id": f"c{n}", "text": f"第 {n} 条评论, comment {n}" + (" STALL" if n == 200 else "")}
             for n in range(300)]
     path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
-    # The worker stalls for a while on row 200, so the interrupt lands midway.
-    stalling = _env(home, LLMJOBS_FAULT_STALL_MARKER="STALL", LLMJOBS_FAULT_STALL_S="6")
+    # The worker stalls on row 200 long enough for the interrupt to land midway, even on a
+    # loaded machine; the stop then waits for the stall to end.
+    stalling = _env(home, LLMJOBS_FAULT_STALL_MARKER="STALL", LLMJOBS_FAULT_STALL_S="15")
     process = subprocess.Popen([*LLMJOBS, "run", str(path), "--kind", "moderate"], env=stalling,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                encoding="utf-8")
 
     def done() -> int:
-        listed = _llmjobs(home, "batches", "--json")
-        batches = [b for b in json.loads(listed.stdout or "[]") if b["total"] == 300]
-        if not batches:
+        # Read in-process: a CLI call per poll is too slow on a loaded machine.
+        database = home / "llmjobs.db"
+        if not database.exists():
             return 0
-        status = _llmjobs(home, "status", batches[0]["id"], "--json")
-        return int(json.loads(status.stdout)["done"])
+        with contextlib.closing(sqlite3.connect(database, timeout=30)) as connection:
+            row = connection.execute(
+                "SELECT count(*) FROM jobs JOIN batches ON batches.id = jobs.batch_id "
+                "WHERE batches.source_name LIKE ? AND jobs.status = 'succeeded'",
+                (f"%{path.name}",)).fetchone()
+        return int(row[0])
 
     deadline = time.monotonic() + 600
     while done() < 150 and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.5)
+        time.sleep(0.2)
+    assert process.poll() is None, "the run ended before it could be interrupted"
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=300)
 
