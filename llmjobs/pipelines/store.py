@@ -118,7 +118,7 @@ def release_run(store: Store, run_id: int, owner: str, now: datetime, message: s
 
 
 def abandoned(run: PipelineRun, now: datetime) -> bool:
-    """Return True for a run that nobody is moving on: interrupted, or running in a dead process."""
+    """Return True for a run that no live process is running: interrupted, or owned by a dead one."""
     if run.status == INTERRUPTED:
         return True
     return run.status == RUNNING and not owner_alive(run.owner, run.heartbeat_at, now)

@@ -70,8 +70,7 @@ class ModerateKind(JobKind):
         return min(super().token_count(item), self.max_input_tokens)
 
     def token_counts(self, items: Sequence[WorkItem]) -> list[int]:
-        # One tokenizer call for the chunk: the fast tokenizer's per-call overhead dominates
-        # on short texts.
+        # One tokenizer call for the whole chunk instead of one per item.
         limit = self.max_input_tokens
         return [min(count, limit) for count in self.text_token_counts([item.text for item in items])]
 
