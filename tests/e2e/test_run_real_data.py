@@ -145,9 +145,11 @@ def test_run_interrupted_then_rerun(home: Path, tmp_path: Path) -> None:
     # The worker stalls on row 200 long enough for the interrupt to land midway, even on a
     # loaded machine; the stop then waits for the stall to end.
     stalling = _env(home, LLMJOBS_FAULT_STALL_MARKER="STALL", LLMJOBS_FAULT_STALL_S="15")
+    # A test runner started in the background inherits an ignored SIGINT; Ctrl-C needs it back.
     process = subprocess.Popen([*LLMJOBS, "run", str(path), "--kind", "moderate"], env=stalling,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               encoding="utf-8")
+                               encoding="utf-8",
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
     def done() -> int:
         # Read in-process: a CLI call per poll is too slow on a loaded machine.
