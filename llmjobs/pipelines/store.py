@@ -40,7 +40,7 @@ def new_owner() -> str:
 
 
 def owner_alive(owner: str | None, heartbeat_at: datetime | None, now: datetime) -> bool:
-    """Guess whether the owner process still runs: by pid on this host, else by heartbeat age."""
+    """Guess whether the owner process still runs: by pid on this host, and by heartbeat age."""
     if owner is None:
         return False
     host, _, rest = owner.partition(":")
@@ -51,8 +51,9 @@ def owner_alive(owner: str | None, heartbeat_at: datetime | None, now: datetime)
         except ProcessLookupError:
             return False
         except PermissionError:
-            return True
-        return True
+            pass
+    # A live pid alone proves little: a restarted container's scheduler is often PID 1
+    # again, on the same host name. The owner must also have written a heartbeat lately.
     if heartbeat_at is None:
         return False
     return (now - heartbeat_at).total_seconds() < STALE_AFTER_S
@@ -89,10 +90,11 @@ def take_over(store: Store, run_id: int, owner: str, now: datetime, force: bool 
                 f"run {run_id} is running in {run.owner} (last heartbeat {run.heartbeat_at}); "
                 "wait for it, or pass --force if that process is gone"
             )
+        previous_owner, previous_status = run.owner, run.status
         result = session.execute(
             update(PipelineRun)
-            .where(PipelineRun.id == run_id, PipelineRun.status == run.status,
-                   _same_owner(run.owner))
+            .where(PipelineRun.id == run_id, PipelineRun.status == previous_status,
+                   _same_owner(previous_owner))
             .values(status=RUNNING, owner=owner, heartbeat_at=now, error_message=None,
                     finished_at=None)
         )
@@ -100,7 +102,7 @@ def take_over(store: Store, run_id: int, owner: str, now: datetime, force: bool 
         if not changed:
             raise PipelineError(f"run {run_id} changed while it was being resumed; try again")
         log.info("Run %d of %s for %s taken over by %s from %s (%s).", run_id, run.pipeline,
-                 run.scheduled_for, owner, run.owner, run.status)
+                 run.scheduled_for, owner, previous_owner or "no owner", previous_status)
         session.refresh(run)
         return run
 
