@@ -179,6 +179,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     from llmjobs.worker.logs import configure_worker_logging
 
     configure_worker_logging(options["loglevel"])
+    if options.get("launcher_pid"):
+        from llmjobs.worker.launcher import exit_with_launcher
+
+        exit_with_launcher(int(options["launcher_pid"]))
     settings = Settings.load(config_file=options.get("config_file"))
     sys.exit(run_worker(settings, options["broker_url"], options["kinds"], options["device"],
                         options.get("gpu_index"), options["loglevel"]))

@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -135,6 +136,7 @@ class Launcher:
             "gpu_index": spec.gpu_index,
             "loglevel": self.loglevel,
             "config_file": str(self.config_file) if self.config_file else None,
+            "launcher_pid": os.getpid(),
         }
         command = [sys.executable, "-m", "llmjobs.worker.app", json.dumps(options)]
         process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
@@ -234,3 +236,27 @@ class Launcher:
                       child.spec.label, len(child.exits), RESTART_WINDOW_S)
             return False
         return True
+
+
+def exit_with_launcher(launcher_pid: int, interval_s: float = 1.0,
+                       grace_s: float = STOP_TIMEOUT_S) -> threading.Thread:
+    """Stop this worker process when its launcher is gone, even after a SIGKILL of the launcher.
+
+    A daemon thread compares the parent pid with the launcher's. Once they differ, it sends
+    SIGTERM to this process (finish the micro-batch, release the rest of the chunk), and
+    exits by force if the process still runs grace_s later.
+    """
+    def watch() -> None:
+        while os.getppid() == launcher_pid:
+            time.sleep(interval_s)
+        log.warning("The launcher (pid %d) is gone; stopping worker process %d.",
+                    launcher_pid, os.getpid())
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(grace_s)
+        log.error("Worker process %d did not stop within %.0f s of losing its launcher; exiting.",
+                  os.getpid(), grace_s)
+        os._exit(1)
+
+    thread = threading.Thread(target=watch, name="launcher-watch", daemon=True)
+    thread.start()
+    return thread

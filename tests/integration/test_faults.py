@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import subprocess
 from pathlib import Path
 
@@ -293,6 +295,33 @@ def test_cancel_after_worker_killed(setup) -> None:
     assert _job_ids(store, batch_id, JobStatus.RUNNING) == set()
     assert _results(store, batch_id) == len(_job_ids(store, batch_id, JobStatus.SUCCEEDED))
     assert _finished_events(store, batch_id) == 1
+
+
+def _running(pid: int) -> bool:
+    """Return True while pid runs; a zombie left for a parent that does not reap counts as gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def test_sigkill_launcher_stops_worker(setup) -> None:
+    _, _, env, tmp_path = setup
+    launcher = WorkerProcess(env, tmp_path / "worker.log", "--kinds", "moderate")
+    try:
+        wait_until(lambda: " ready." in launcher.log_text, 300, "the worker to start")
+        started = re.search(r"^  pid:\s+(\d+)$", launcher.log_text, re.MULTILINE)
+        assert started is not None
+        child = int(started.group(1))
+        os.kill(launcher.process.pid, signal.SIGKILL)
+        launcher.process.wait(timeout=30)
+
+        wait_until(lambda: not _running(child), 120, "the orphaned worker process to stop")
+    finally:
+        launcher.kill()
+    assert "The launcher" in launcher.log_text
+    assert "is gone; stopping worker process" in launcher.log_text
 
 
 def _job_ids(store: Store, batch_id: str, status: JobStatus) -> set[int]:
