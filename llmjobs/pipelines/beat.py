@@ -2,8 +2,8 @@
 
 Celery's crontab follows one app-wide time zone, but each pipeline names its own, so
 CronSchedule evaluates the cron line with croniter in the pipeline's zone instead.
-Beat sends `llmjobs.run_pipeline` with (pipeline name, scheduled date) on the
-`llmjobs.pipelines` queue; the date is computed when the message is sent.
+Beat sends `llmjobs.run_pipeline` with (pipeline name, scheduled date) on the pipeline's
+own queue, `llmjobs.pipelines.<name>`; the date is computed when the message is sent.
 """
 
 from __future__ import annotations
@@ -20,7 +20,15 @@ from llmjobs.pipelines.schedule import next_fire, previous_fire
 from llmjobs.pipelines.spec import PipelineSpec
 
 RUN_PIPELINE_TASK = "llmjobs.run_pipeline"
-PIPELINE_QUEUE = "llmjobs.pipelines"
+
+
+def pipeline_queue(name: str) -> str:
+    """Return the queue of one pipeline's run messages.
+
+    One queue per pipeline, so that a scheduler consumes only the runs of pipelines its file
+    defines, and a run of a pipeline that no running scheduler knows waits for one that does.
+    """
+    return f"llmjobs.pipelines.{name}"
 
 
 class CronSchedule(BaseSchedule):
@@ -76,7 +84,7 @@ def beat_schedule(
             "schedule": schedule,
             # Evaluated by beat when it sends the message, not when the entry is built.
             "args": [name, BeatLazyFunc(schedule.scheduled_date_text)],
-            "options": {"queue": PIPELINE_QUEUE, "routing_key": PIPELINE_QUEUE},
+            "options": {"queue": pipeline_queue(name), "routing_key": pipeline_queue(name)},
         }
     return entries
 

@@ -1,8 +1,9 @@
 """`llmjobs scheduler`: Celery beat and the runner of due pipeline runs, in one process.
 
-Beat runs in a thread and sends `llmjobs.run_pipeline(name, date)` to the
-`llmjobs.pipelines` queue. The same process consumes that queue with a thread pool, one
-thread per pipeline, and runs each pipeline with PipelineRunner. The model work itself
+Beat runs in a thread and sends `llmjobs.run_pipeline(name, date)` to the pipeline's
+queue, `llmjobs.pipelines.<name>`. The same process consumes the queues of the pipelines
+in its file with a thread pool, one thread per pipeline, and runs each pipeline with
+PipelineRunner. The model work itself
 goes to the ordinary workers through Redis. Several schedulers may run at once: each
 sends and may receive the same message, and the unique (pipeline, date) run row lets
 exactly one of them run the night.
@@ -33,7 +34,7 @@ from llmjobs.config import Settings
 from llmjobs.models.base import utcnow
 from llmjobs.models.session import Store
 from llmjobs.pipelines import store as runs
-from llmjobs.pipelines.beat import PIPELINE_QUEUE, RUN_PIPELINE_TASK, beat_schedule
+from llmjobs.pipelines.beat import RUN_PIPELINE_TASK, beat_schedule, pipeline_queue
 from llmjobs.pipelines.runner import PipelineRunner, RunOutcome
 from llmjobs.pipelines.schedule import log_catch_up, plan_catch_up
 from llmjobs.pipelines.spec import PipelineFile, PipelineSpec, load_pipeline_file
@@ -85,7 +86,7 @@ def catch_up(pipelines: PipelineFile, store: Store, app: Celery, now: datetime) 
             days.append(decision.day)
         for day in days:
             app.send_task(RUN_PIPELINE_TASK, args=[spec.name, day.isoformat()],
-                          queue=PIPELINE_QUEUE, routing_key=PIPELINE_QUEUE)
+                          queue=pipeline_queue(spec.name), routing_key=pipeline_queue(spec.name))
             sent.append(spec.name)
     return sent
 
@@ -98,8 +99,8 @@ def create_scheduler_app(settings: Settings, broker_url: str, pipelines: Pipelin
     """
     app = create_celery_app(settings, broker_url)
     app.conf.update(
-        task_queues=[bound_queue(PIPELINE_QUEUE)],
-        task_default_queue=PIPELINE_QUEUE,
+        task_queues=[bound_queue(pipeline_queue(name)) for name in sorted(pipelines.pipelines)],
+        task_default_queue=pipeline_queue(min(pipelines.pipelines)),
         beat_schedule=beat_schedule(pipelines.pipelines),
         # In memory: which nights ran is kept in the store, not in a beat schedule file.
         beat_scheduler="celery.beat:Scheduler",
@@ -111,6 +112,15 @@ def create_scheduler_app(settings: Settings, broker_url: str, pipelines: Pipelin
     # Acked on receipt: a scheduler that dies mid-run leaves the run row, which resume continues.
     @app.task(name=RUN_PIPELINE_TASK, acks_late=False, ignore_result=True, time_limit=None)
     def run_pipeline(name: str, day_text: str) -> None:
+        if stopping is not None and stopping.is_set():
+            # Received after the shutdown began: hand the run to another scheduler. The pause
+            # keeps this scheduler from taking the same message back at once, in a loop.
+            time.sleep(1.0)
+            app.send_task(RUN_PIPELINE_TASK, args=[name, day_text], queue=pipeline_queue(name),
+                          routing_key=pipeline_queue(name))
+            log.info("Pipeline %s for %s: this scheduler is stopping; the run message was sent "
+                     "back to %s.", name, day_text, pipeline_queue(name))
+            return
         spec = pipelines.pipelines.get(name)
         if spec is None:
             log.error("Received a run for pipeline %r, which %s does not define; ignored.",
@@ -151,7 +161,7 @@ def run_scheduler(settings: Settings, broker_url: str, pipelines_path: Path,
         "worker",
         "--pool", "threads",
         "--concurrency", str(max(1, len(pipelines.pipelines))),
-        "--queues", PIPELINE_QUEUE,
+        "--queues", ",".join(pipeline_queue(name) for name in sorted(pipelines.pipelines)),
         "--hostname", f"scheduler-{os.getpid()}@{socket.gethostname()}",
         "--loglevel", loglevel,
         "--without-gossip", "--without-mingle", "--without-heartbeat",

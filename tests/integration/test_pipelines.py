@@ -7,6 +7,7 @@ import csv
 import json
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -21,7 +22,7 @@ from llmjobs.config import Settings
 from llmjobs.models import Batch, PipelineRun, PipelineSourceFile, Store
 from llmjobs.operations import cancel_batch
 from llmjobs.pipelines import store as runs
-from llmjobs.pipelines.beat import PIPELINE_QUEUE
+from llmjobs.pipelines.beat import pipeline_queue
 from llmjobs.pipelines.runner import PipelineRunner, RunOutcome
 from llmjobs.pipelines.schedule import plan_catch_up
 from llmjobs.pipelines.scheduler import catch_up, create_scheduler_app, trigger_run
@@ -312,7 +313,7 @@ def test_two_scheduler_processes_one_run(tmp_path: Path, settings: Settings) -> 
         # Each scheduler catches up at start, so two run messages are sent for one night.
         wait_until(lambda: all("catch_up=latest runs" in p.log_text for p in processes), 120,
                    "both schedulers to send their catch-up run")
-        wait_until(lambda: len(finished_runs()) == 1 and queue.llen(PIPELINE_QUEUE) == 0, 120,
+        wait_until(lambda: len(finished_runs()) == 1 and queue.llen(pipeline_queue("comments")) == 0, 120,
                    "the caught-up run")
         wait_until(lambda: any("already has run" in p.log_text for p in processes), 120,
                    "the second run message to find the run row")
@@ -327,6 +328,28 @@ def test_two_scheduler_processes_one_run(tmp_path: Path, settings: Settings) -> 
         all_runs = runs.list_runs(session, "comments")
     store.dispose()
     assert len(all_runs) == 1
+
+
+@pytest.mark.slow
+def test_scheduler_leaves_other_pipelines_runs(tmp_path: Path, settings: Settings) -> None:
+    path = write_pipelines(tmp_path, catch_up="skip")
+    other = tmp_path / "other.yaml"
+    other.write_text(path.read_text(encoding="utf-8").replace("  comments:", "  other:"),
+                     encoding="utf-8")
+    sender = create_scheduler_app(settings, str(settings.broker_url), load_pipeline_file(other))
+    scheduler = start_scheduler(tmp_path, settings, path, "scheduler")
+    queue = redis.Redis.from_url(str(settings.broker_url))
+    try:
+        wait_until(lambda: " ready." in scheduler.log_text, 120, "the scheduler to consume")
+        sender.send_task("llmjobs.run_pipeline", args=["other", NIGHT.isoformat()],
+                         queue=pipeline_queue("other"), routing_key=pipeline_queue("other"))
+        time.sleep(3)
+        waiting = queue.llen(pipeline_queue("other"))
+    finally:
+        stop_cleanly(scheduler)
+        queue.close()
+    assert waiting == 1
+    assert "does not define" not in scheduler.log_text
 
 
 @pytest.mark.slow
@@ -423,11 +446,11 @@ def test_catch_up_at_start(tmp_path: Path, settings: Settings, caplog: pytest.Lo
         sent = catch_up(pipelines, store, app, now)
 
     assert len(sent) == messages
-    assert queue.llen(PIPELINE_QUEUE) == messages
+    assert queue.llen(pipeline_queue("comments")) == messages
     assert logged in caplog.text
     assert "3 scheduled run(s) missed" in caplog.text
     if messages:
-        message = json.loads(queue.lindex(PIPELINE_QUEUE, 0) or b"{}")
+        message = json.loads(queue.lindex(pipeline_queue("comments"), 0) or b"{}")
         args = json.loads(base64.b64decode(message["body"]))[0]
         assert args == ["comments", "2026-12-05"]
     queue.close()
