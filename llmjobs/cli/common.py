@@ -17,6 +17,8 @@ from llmjobs.models.session import Store
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+# 128 + SIGINT, as shells report a command ended by Ctrl-C.
+EXIT_INTERRUPTED = 130
 
 
 @dataclass

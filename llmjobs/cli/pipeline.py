@@ -8,13 +8,23 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import click
 
-from llmjobs.cli.common import EXIT_FAILED, EXIT_USAGE, CliContext, json_option, pass_cli, print_json
+from llmjobs.cli.common import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    CliContext,
+    json_option,
+    pass_cli,
+    print_json,
+)
 from llmjobs.errors import PipelineFileInvalid
 
 _pipelines_option = click.option(
@@ -82,8 +92,10 @@ def run_command(context: CliContext, name: str, pipelines_path: Path, day: Any, 
     from llmjobs.pipelines.runner import PipelineRunner
 
     spec = _load(context, pipelines_path).get(name)
-    with _session(context, spec, with_worker, device) as (client, stop_reason):
-        runner = PipelineRunner(spec, client.settings, client, poll_s=poll_s, stop_reason=stop_reason)
+    with _session(context, spec, with_worker, device) as (client, stop_reason), \
+            _stop_on_signal() as stopping:
+        runner = PipelineRunner(spec, client.settings, client, poll_s=poll_s,
+                                stop_reason=stop_reason, stopping=stopping)
         outcome = runner.run(day.date() if day else None)
     _report(context, outcome, as_json)
 
@@ -107,8 +119,10 @@ def resume_command(context: CliContext, run_id: int, pipelines_path: Path, force
     with context.store.read() as session:
         pipeline = runs.get_run(session, run_id).pipeline
     spec = _load(context, pipelines_path).get(pipeline)
-    with _session(context, spec, with_worker, device) as (client, stop_reason):
-        runner = PipelineRunner(spec, client.settings, client, poll_s=poll_s, stop_reason=stop_reason)
+    with _session(context, spec, with_worker, device) as (client, stop_reason), \
+            _stop_on_signal() as stopping:
+        runner = PipelineRunner(spec, client.settings, client, poll_s=poll_s,
+                                stop_reason=stop_reason, stopping=stopping)
         outcome = runner.resume(run_id, force=force)
     _report(context, outcome, as_json)
 
@@ -130,11 +144,11 @@ def runs_command(context: CliContext, name: str | None, limit: int, as_json: boo
     if not rows:
         click.echo("No pipeline runs.")
         return
-    click.echo(f"{'RUN':>6}  {'PIPELINE':<24} {'DATE':<10}  {'STATUS':<10} STEPS")
+    click.echo(f"{'RUN':>6}  {'PIPELINE':<24} {'DATE':<10}  {'STATUS':<11} STEPS")
     for row in rows:
         steps = " ".join(f"{r['name']}:{r['status']}" for r in row["steps"] if r.get("stage") == "step")
         click.echo(f"{row['id']:>6}  {row['pipeline']:<24} {row['scheduled_for']:<10}  "
-                   f"{row['status']:<10} {steps}")
+                   f"{row['status']:<11} {steps}")
 
 
 @pipeline_group.command("show")
@@ -233,6 +247,30 @@ def _session(context: CliContext, spec: Any, with_worker: bool, device: str) -> 
             yield client, stop_reason or (lambda: None)
 
 
+@contextlib.contextmanager
+def _stop_on_signal() -> Iterator[threading.Event]:
+    """Yield an event that the first Ctrl-C or SIGTERM sets; a second Ctrl-C interrupts at once.
+
+    The runner checks the event between polls, so the run is marked interrupted with its
+    step records saved, instead of being cut off wherever the signal lands.
+    """
+    stopping = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        if stopping.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        stopping.set()
+        click.echo(f"\nReceived {signal.Signals(signum).name}; stopping the run at the next "
+                   "check of its batch (Ctrl-C again to stop at once).", err=True)
+
+    previous = {signum: signal.signal(signum, on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stopping
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 def _report(context: CliContext, outcome: Any, as_json: bool) -> None:
     from llmjobs.pipelines import store as runs
 
@@ -259,7 +297,9 @@ def _report(context: CliContext, outcome: Any, as_json: bool) -> None:
         click.echo(f"Run {outcome.run_id} of {outcome.pipeline} for {outcome.day} completed.")
         for record in row["steps"]:
             click.echo("  " + _describe_record(record))
-    if outcome.status in (runs.FAILED, runs.INTERRUPTED):
+    if outcome.status == runs.INTERRUPTED:
+        raise SystemExit(EXIT_INTERRUPTED)
+    if outcome.status == runs.FAILED:
         raise SystemExit(EXIT_FAILED)
 
 

@@ -17,7 +17,7 @@ from typing import IO
 
 import click
 
-from llmjobs.cli.common import EXIT_FAILED, CliContext, is_terminal, pass_cli, print_json
+from llmjobs.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, CliContext, is_terminal, pass_cli, print_json
 from llmjobs.cli.submit import print_outcome, report_rejections, submit_options
 from llmjobs.client import BatchView, Client
 from llmjobs.config import Settings
@@ -25,8 +25,6 @@ from llmjobs.errors import ValidationFailed, WorkerError
 from llmjobs.producer import SubmitOptions
 
 WORKER_STOP_TIMEOUT_S = 120
-# 128 + SIGINT, as shells report a command ended by Ctrl-C.
-EXIT_INTERRUPTED = 130
 
 
 @click.command("run")

@@ -6,6 +6,8 @@ import base64
 import csv
 import json
 import logging
+import signal
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -28,7 +30,7 @@ from llmjobs.pipelines.schedule import plan_catch_up
 from llmjobs.pipelines.scheduler import catch_up, create_scheduler_app, trigger_run
 from llmjobs.pipelines.sources import TableSource
 from llmjobs.pipelines.spec import PipelineSpec, load_pipeline_file
-from tests.workers import LlmjobsProcess, WorkerProcess, wait_until, worker_env
+from tests.workers import LLMJOBS, LlmjobsProcess, WorkerProcess, wait_until, worker_env
 
 NIGHT = date(2026, 12, 5)
 COLD_ROWS = 60
@@ -350,6 +352,35 @@ def test_scheduler_leaves_other_pipelines_runs(tmp_path: Path, settings: Setting
         queue.close()
     assert waiting == 1
     assert "does not define" not in scheduler.log_text
+
+
+@pytest.mark.slow
+def test_ctrl_c_interrupts_pipeline_run(tmp_path: Path, shared_data: Path, settings: Settings,
+                                        client: Client) -> None:
+    path = write_pipelines(tmp_path)
+    copy_cold_slice(shared_data, tmp_path / "inbox" / "night1.csv", 0, 4)
+    env = worker_env(settings.home, settings.database_url, str(settings.broker_url))
+    # No worker runs, so the run waits on its first batch until the signal.
+    process = subprocess.Popen(
+        [*LLMJOBS, "pipeline", "run", "comments", "--pipelines", str(path), "--date", NIGHT.isoformat()],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+    def waiting() -> bool:
+        with client.store.read() as session:
+            run = runs.find_run(session, "comments", NIGHT)
+            return bool(run and any(r.get("status") == "running" for r in run.steps))
+
+    wait_until(waiting, 120, "the run to wait on its first batch")
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    with client.store.read() as session:
+        run = runs.find_run(session, "comments", NIGHT)
+
+    assert process.returncode == 130, stderr[-3000:]
+    assert "continue it with `llmjobs pipeline resume" in stderr
+    assert run is not None
+    assert run.status == "interrupted"
 
 
 @pytest.mark.slow

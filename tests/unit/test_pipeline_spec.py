@@ -230,7 +230,7 @@ def test_beat_entry_sends_name_and_date(tmp_path: Path) -> None:
 
     entry = entries["pipeline:nightly"]
     assert entry["task"] == "llmjobs.run_pipeline"
-    assert entry["options"]["queue"] == "llmjobs.pipelines"
+    assert entry["options"]["queue"] == "llmjobs.pipelines.nightly"
     name, day = entry["args"]
     assert name == "nightly"
     assert isinstance(day, BeatLazyFunc)
