@@ -26,7 +26,7 @@ def pipeline_queue(name: str) -> str:
     """Return the queue of one pipeline's run messages.
 
     One queue per pipeline, so that a scheduler consumes only the runs of pipelines its file
-    defines, and a run of a pipeline that no running scheduler knows waits for one that does.
+    defines. A run of a pipeline that no running scheduler defines waits for one that does.
     """
     return f"llmjobs.pipelines.{name}"
 

@@ -93,7 +93,7 @@ def catch_up(pipelines: PipelineFile, store: Store, app: Celery, now: datetime) 
 
 def create_scheduler_app(settings: Settings, broker_url: str, pipelines: PipelineFile,
                          stopping: threading.Event | None = None) -> Celery:
-    """Build the scheduler's Celery app: the pipeline queue, the beat entries and the task.
+    """Build the scheduler's Celery app: the pipelines' queues, the beat entries and the task.
 
     `stopping`, once set, makes the task's runs stop waiting and mark themselves interrupted.
     """
