@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -29,6 +30,12 @@ def cancelled_job_values(now: datetime) -> dict[str, Any]:
     """Return the column values of a job that `cancel` stops before it runs."""
     return {"status": JobStatus.CANCELLED, "finished_at": now, "not_before": None,
             "lease_owner": None, "lease_expires_at": None}
+
+
+def cancelled_events(actor: str, jobs: Iterable[tuple[str, int]]) -> list[NewEvent]:
+    """Return one job.cancelled event per (batch id, job id) that a cancel stopped late."""
+    return [NewEvent(actor, "job.cancelled", batch_id, job_id, {"reason": "batch cancelled"})
+            for batch_id, job_id in jobs]
 
 
 def poison_message(max_attempts: int) -> str:

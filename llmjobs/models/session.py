@@ -62,8 +62,8 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        # Page cache per connection, in KiB (negative). The default 2 MiB holds little of the
-        # job, result and score indexes of a big batch, so every write reads pages back.
+        # Page cache per connection, in KiB (negative). The default is 2 MiB, far smaller than
+        # the job, result and score indexes of a big batch (see benchmarks/README.md).
         cursor.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
         cursor.close()
 

@@ -7,7 +7,7 @@ match the token changes nothing, so a duplicate delivery is a no-op.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -17,7 +17,12 @@ from sqlalchemy.orm import Session
 
 from llmjobs.models.audit import NewEvent, append_events
 from llmjobs.models.base import JobStatus, rowcount, utcnow
-from llmjobs.models.lifecycle import cancelled_job_values, failed_job_values, poison_message
+from llmjobs.models.lifecycle import (
+    cancelled_events,
+    cancelled_job_values,
+    failed_job_values,
+    poison_message,
+)
 from llmjobs.models.tables import Batch, CategoryScore, Job, Result
 
 # Core tables: an executemany on them skips the ORM's bulk-insert bookkeeping per row,
@@ -90,19 +95,15 @@ def claim_chunk(
         query = query.with_for_update()
     rows = [row for row in session.execute(query).all() if row.batch_id == batch_id]
 
-    def lease_expired(row: Any) -> bool:
-        return bool(JobStatus(row.status) == JobStatus.RUNNING
-                    and row.lease_expires_at is not None and row.lease_expires_at < now)
-
     if batch.cancel_requested_at is not None:
-        return _cancel_leftovers(session, batch, token, rows, lease_expired, now)
+        return _cancel_leftovers(session, batch, token, rows, now)
 
     # A job whose lease expired after max_attempts model runs keeps killing its worker.
-    poisoned = [row.id for row in rows if lease_expired(row) and row.attempts >= max_attempts]
+    poisoned = [row.id for row in rows if _lease_expired(row, now) and row.attempts >= max_attempts]
     claimable = [
         row.id for row in rows
         if (JobStatus(row.status) == JobStatus.QUEUED
-            or (lease_expired(row) and row.attempts < max_attempts))
+            or (_lease_expired(row, now) and row.attempts < max_attempts))
         and (row.not_before is None or row.not_before <= now)
     ]
     if poisoned:
@@ -142,17 +143,19 @@ def claim_chunk(
     )
 
 
+def _lease_expired(row: Any, now: datetime) -> bool:
+    return bool(JobStatus(row.status) == JobStatus.RUNNING
+                and row.lease_expires_at is not None and row.lease_expires_at < now)
+
+
 def _cancel_leftovers(session: Session, batch: Batch, token: str, rows: Sequence[Any],
-                      lease_expired: Callable[[Any], bool], now: datetime) -> Claim:
+                      now: datetime) -> Claim:
     """Cancel the chunk's queued and lease-expired jobs of a batch that `cancel` was run on."""
     leftovers = [row.id for row in rows
-                 if JobStatus(row.status) == JobStatus.QUEUED or lease_expired(row)]
+                 if JobStatus(row.status) == JobStatus.QUEUED or _lease_expired(row, now)]
     if leftovers:
         session.execute(update(Job).where(Job.id.in_(leftovers)).values(cancelled_job_values(now)))
-        append_events(session, [
-            NewEvent(token, "job.cancelled", batch.id, job_id, {"reason": "batch cancelled"})
-            for job_id in leftovers
-        ])
+        append_events(session, cancelled_events(token, [(batch.id, job_id) for job_id in leftovers]))
     finished = sum(1 for row in rows if JobStatus(row.status).terminal) + len(leftovers)
     return Claim(batch_id=batch.id, kind=batch.kind, batch_params=dict(batch.params or {}),
                  jobs=[], already_finished=finished, held_elsewhere=len(rows) - finished,
@@ -177,10 +180,7 @@ def start_micro_batch(
             .values(cancelled_job_values(now))
             .returning(Job.id)
         ).all()
-        append_events(session, [
-            NewEvent(token, "job.cancelled", batch_id, job_id, {"reason": "batch cancelled"})
-            for job_id in cancelled
-        ])
+        append_events(session, cancelled_events(token, [(batch_id, job_id) for job_id in cancelled]))
         return []
     expires = now + timedelta(seconds=lease_s)
     session.execute(

@@ -25,6 +25,7 @@ from llmjobs.models.audit import NewEvent, append_events
 from llmjobs.models.base import BatchStatus, JobStatus, Priority, utcnow
 from llmjobs.models.lifecycle import (
     OPEN_BATCH_STATUSES,
+    cancelled_events,
     cancelled_job_values,
     failed_job_values,
     finalise_batch,
@@ -111,11 +112,9 @@ class Reaper:
                 .where(Job.status == JobStatus.QUEUED, Job.lease_expires_at < now)
                 .values(lease_owner=None, lease_expires_at=None, not_before=now)
             )
-            append_events(session, [
-                NewEvent(self.actor, "job.cancelled", row.batch_id, row.id,
-                         {"reason": "batch cancelled"})
-                for row in cancelled
-            ] + [
+            append_events(session, cancelled_events(
+                self.actor, [(row.batch_id, row.id) for row in cancelled]
+            ) + [
                 NewEvent(self.actor, "job.failed", row.batch_id, row.id, {"error_code": "poison"})
                 for row in poisoned
             ] + [

@@ -26,7 +26,7 @@ from llmjobs.models.tables import Job
 
 log = logging.getLogger(__name__)
 
-# Exit status by which the launcher knows that the watchdog ended the process on purpose.
+# Exit status that tells the launcher the watchdog ended the process on purpose.
 EXIT_WATCHDOG = 75
 
 

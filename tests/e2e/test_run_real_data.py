@@ -143,7 +143,7 @@ def test_run_interrupted_then_rerun(home: Path, tmp_path: Path) -> None:
             for n in range(300)]
     path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
     # The worker stalls on row 200 long enough for the interrupt to land midway, even on a
-    # loaded machine; the stop then waits for the stall to end.
+    # loaded machine. The stop then waits for the stall to end.
     stalling = _env(home, LLMJOBS_FAULT_STALL_MARKER="STALL", LLMJOBS_FAULT_STALL_S="15")
     # A test runner started in the background inherits an ignored SIGINT; Ctrl-C needs it back.
     process = subprocess.Popen([*LLMJOBS, "run", str(path), "--kind", "moderate"], env=stalling,

@@ -277,9 +277,9 @@ def test_cancel_after_worker_killed(setup) -> None:
 
     wait_until(stalled_job_started, 300, "the worker to stall on one job")
     first.kill()
-    held = _job_ids(store, batch_id, JobStatus.RUNNING)
-    assert ids[10] in held
-    assert len(held) > 1
+    running_at_kill = _job_ids(store, batch_id, JobStatus.RUNNING)
+    assert ids[10] in running_at_kill
+    assert len(running_at_kill) > 1
     cancelled = _cli(env, "cancel", batch_id, "--json")
     assert cancelled.returncode == 0, cancelled.stderr
 
@@ -290,7 +290,7 @@ def test_cancel_after_worker_killed(setup) -> None:
     finally:
         second.stop()
     assert _batch(store, batch_id).status == BatchStatus.CANCELLED
-    assert held <= _job_ids(store, batch_id, JobStatus.CANCELLED)
+    assert running_at_kill <= _job_ids(store, batch_id, JobStatus.CANCELLED)
     assert _job_ids(store, batch_id, JobStatus.QUEUED) == set()
     assert _job_ids(store, batch_id, JobStatus.RUNNING) == set()
     assert _results(store, batch_id) == len(_job_ids(store, batch_id, JobStatus.SUCCEEDED))

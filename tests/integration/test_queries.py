@@ -181,10 +181,10 @@ def test_terminal_output_escapes_controls(store: Store, invoke: Invoke) -> None:
     batch_id, _ = add_batch(store, "moderate", items)
 
     table = invoke("results", batch_id).stdout
-    shown = invoke("jobs", "show", f"{batch_id}:esc\x1b[2J").stdout
+    job_text = invoke("jobs", "show", f"{batch_id}:esc\x1b[2J").stdout
     jsonl = invoke("results", batch_id, "--format", "jsonl").stdout
 
-    for output in (table, shown):
+    for output in (table, job_text):
         assert "\x1b" not in output
         assert "\x07" not in output
         assert "\r" not in output

@@ -67,7 +67,7 @@ class ModerateKind(JobKind):
         return None
 
     def token_count(self, item: WorkItem) -> int:
-        return min(super().token_count(item), self.max_input_tokens)
+        return self.token_counts([item])[0]
 
     def token_counts(self, items: Sequence[WorkItem]) -> list[int]:
         # One tokenizer call for the whole chunk instead of one per item.
