@@ -85,10 +85,15 @@ def catch_up(pipelines: PipelineFile, store: Store, app: Celery, now: datetime) 
         if decision.action == "run" and decision.day is not None and decision.day not in days:
             days.append(decision.day)
         for day in days:
-            app.send_task(RUN_PIPELINE_TASK, args=[spec.name, day.isoformat()],
-                          queue=pipeline_queue(spec.name), routing_key=pipeline_queue(spec.name))
+            send_run(app, spec.name, day.isoformat())
             sent.append(spec.name)
     return sent
+
+
+def send_run(app: Celery, name: str, day_text: str) -> None:
+    """Send the run message of (pipeline, ISO date) to the pipeline's own queue."""
+    app.send_task(RUN_PIPELINE_TASK, args=[name, day_text], queue=pipeline_queue(name),
+                  routing_key=pipeline_queue(name))
 
 
 def create_scheduler_app(settings: Settings, broker_url: str, pipelines: PipelineFile,
@@ -116,8 +121,7 @@ def create_scheduler_app(settings: Settings, broker_url: str, pipelines: Pipelin
             # Received after the shutdown began: hand the run to another scheduler. The pause
             # keeps this scheduler from taking the same message back at once, in a loop.
             time.sleep(1.0)
-            app.send_task(RUN_PIPELINE_TASK, args=[name, day_text], queue=pipeline_queue(name),
-                          routing_key=pipeline_queue(name))
+            send_run(app, name, day_text)
             log.info("Pipeline %s for %s: this scheduler is stopping; the run message was sent "
                      "back to %s.", name, day_text, pipeline_queue(name))
             return
